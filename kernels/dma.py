@@ -1,0 +1,349 @@
+"""Diagonal Micro-Attention (DMA), DESIGN §1.3 and §3.
+
+Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
+
+    lse_i = log sum_j exp(s_ij)
+    D_i   = exp(s_ii - lse_i)          # the diagonal of softmax_j(s_ij)
+    O_i   = g_i * D_i * v_i
+
+``b`` (key bias, may hold -inf) and ``g`` (query gate) carry the Patch-of-Interest
+score masking; without PoI ``b = 0`` and ``g = 1``. A row whose keys are all
+masked gives ``D = 0``, ``O = 0`` and zero gradients.
+
+Backward, with ``G_i = g_i*<dO_i, v_i> + dD_i`` and ``W_i = G_i*D_i``:
+
+    dq_i = scale * W_i * (k_i - sum_j P_ij k_j)
+    dk_j = scale * (W_j q_j - sum_i W_i P_ij q_i)
+    db_j = W_j - sum_i W_i P_ij
+    dv_i = g_i D_i dO_i,     dg_i = D_i <dO_i, v_i>
+
+Backends (``backend=``):
+  * ``reference``: ``dma_ref``, the readable spec; builds the N x N matrix.
+  * ``torch``: chunked PyTorch, O(N * chunk) memory, exact custom backward.
+  * ``triton``: fused kernels (``_dma_fwd``, ``_dma_bwd_dq``, ``_dma_bwd_dk``);
+    on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
+  * ``auto``: ``triton`` on CUDA when it can run, else ``torch``; the global
+    switch ``set_fused(False)`` (or ``MICRONBERT_FUSED=0``) makes ``auto`` mean
+    ``reference``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .switch import use_fused
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_HEAD_DIM = 512
+
+
+# --------------------------------------------------------------------------
+# Reference: the spec, exact, O(N^2) memory
+# --------------------------------------------------------------------------
+def dma_ref(q, k, v, key_bias=None, query_gate=None, scale=None, upcast=False):
+    """Readable DMA: full attention matrix, then its diagonal.
+
+    Args:
+        q, k, v: (B, H, N, d). key_bias, query_gate: (B, H, N) or None.
+        scale: defaults to d**-0.5. upcast: compute in fp32 (the accuracy
+            reference for fp16/bf16 tests); otherwise in the inputs' dtype.
+    Returns:
+        O (B, H, N, d) in q's dtype (fp32 if upcast), D (B, H, N) fp32.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    dtype = torch.float32 if upcast else q.dtype
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    s = (q @ k.transpose(-2, -1)) * scale  # B H N N
+    if key_bias is not None:
+        s = s + key_bias.to(dtype).unsqueeze(-2)
+    dead = torch.isneginf(s).all(-1, keepdim=True)  # rows with every key masked
+    p = torch.softmax(s.masked_fill(dead, 0.0), dim=-1)
+    d = torch.diagonal(p, dim1=-2, dim2=-1).masked_fill(dead.squeeze(-1), 0.0)
+    w = d if query_gate is None else d * query_gate.to(dtype)
+    return w.unsqueeze(-1) * v, d.float()
+
+
+# --------------------------------------------------------------------------
+# Chunked PyTorch path: rows in chunks, O(N * chunk) memory, exact backward
+# --------------------------------------------------------------------------
+def _safe_lse(lse):
+    """lse with -inf (all keys masked) replaced by +inf, so exp(s - lse) = 0."""
+    return torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse)
+
+
+def _scores(q, k, bias, scale, rows):
+    s = (q[:, :, rows] @ k.transpose(-2, -1)) * scale  # B H c N
+    return s + bias.unsqueeze(-2) if bias is not None else s
+
+
+def _dma_torch_fwd(q, k, v, bias, gate, scale, chunk):
+    qf, kf = q.float(), k.float()
+    n = q.shape[2]
+    lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
+    for i in range(0, n, chunk):
+        rows = slice(i, min(i + chunk, n))
+        lse[:, :, rows] = torch.logsumexp(_scores(qf, kf, bias, scale, rows), dim=-1)
+    s_diag = (qf * kf).sum(-1) * scale
+    if bias is not None:
+        s_diag = s_diag + bias
+    d = torch.exp(s_diag - _safe_lse(lse))
+    w = d if gate is None else d * gate
+    return (w.unsqueeze(-1) * v.float()).to(q.dtype), d, lse
+
+
+def _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk):
+    qf, kf, vf, dof = q.float(), k.float(), v.float(), do.float()
+    n = q.shape[2]
+    dov = (dof * vf).sum(-1)  # <dO_i, v_i>
+    g = (dov if gate is None else gate * dov) + (dd if dd is not None else 0.0)
+    w = g * d  # W_i
+    lse = _safe_lse(lse)
+    pk = torch.empty_like(qf)  # sum_j P_ij k_j
+    wpq = torch.zeros_like(kf)  # sum_i W_i P_ij q_i
+    wp = torch.zeros_like(lse)  # sum_i W_i P_ij
+    for i in range(0, n, chunk):
+        rows = slice(i, min(i + chunk, n))
+        p = torch.exp(_scores(qf, kf, bias, scale, rows) - lse[:, :, rows, None])
+        pk[:, :, rows] = p @ kf
+        wp_rows = p * w[:, :, rows, None]  # W_i P_ij
+        wpq += wp_rows.transpose(-2, -1) @ qf[:, :, rows]
+        wp += wp_rows.sum(-2)
+    dq = scale * w.unsqueeze(-1) * (kf - pk)
+    dk = scale * (w.unsqueeze(-1) * qf - wpq)
+    dv = (d if gate is None else gate * d).unsqueeze(-1) * dof
+    db = (w - wp) if bias is not None else None
+    dg = (d * dov) if gate is not None else None
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), db, dg
+
+
+class _DMATorch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, gate, scale, chunk):
+        o, d, lse = _dma_torch_fwd(q, k, v, bias, gate, scale, chunk)
+        ctx.save_for_backward(q, k, v, bias, gate, lse, d)
+        ctx.scale, ctx.chunk = scale, chunk
+        return o, d
+
+    @staticmethod
+    def backward(ctx, do, dd):
+        q, k, v, bias, gate, lse, d = ctx.saved_tensors
+        dq, dk, dv, db, dg = _dma_torch_bwd(q, k, v, bias, gate, ctx.scale, lse, d,
+                                            do, dd, ctx.chunk)
+        return dq, dk, dv, db, dg, None, None
+
+
+class _DMATriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, gate, scale):
+        o, d, lse = _triton_impl().dma_fwd(q, k, v, bias, gate, scale)
+        ctx.save_for_backward(q, k, v, bias, gate, lse, d)
+        ctx.scale = scale
+        return o, d
+
+    @staticmethod
+    def backward(ctx, do, dd):
+        q, k, v, bias, gate, lse, d = ctx.saved_tensors
+        dq, dk, dv, db, dg = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=ctx.scale,
+                                                 lse=lse, d=d, do=do, dd=dd)
+        return dq, dk, dv, db, dg, None
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+def _triton_impl():
+    return importlib.import_module(".dma_triton", __package__)
+
+
+def triton_unavailable_reason(t: torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot run on tensor ``t`` (None when they can)."""
+    try:
+        importlib.import_module("triton")
+    except Exception as e:  # not installed, or broken
+        return f"triton is not importable ({type(e).__name__}: {e}); pip install triton"
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if t.is_cuda:
+        if interpret:
+            return "TRITON_INTERPRET=1 is set, which runs kernels on CPU tensors only"
+        return None
+    if interpret:
+        return None
+    return (f"the tensors are on {t.device.type}, and Triton needs CUDA tensors "
+            "(or TRITON_INTERPRET=1, set before triton is imported, for CPU tensors)")
+
+
+def _resolve_backend(backend: str, q: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if not use_fused():
+            return "reference"
+        if q.is_cuda and triton_unavailable_reason(q) is None:
+            return "triton"
+        return "torch"
+    if backend == "triton":
+        why = triton_unavailable_reason(q)
+        if why is not None:
+            raise RuntimeError(f"DMA backend='triton' cannot run: {why}")
+    return backend
+
+
+def _per_head(x, name, b, h, n, like):
+    """Validate a (B, N) or (B, H, N) PoI tensor and view it as (B, H, N) fp32."""
+    if x is None:
+        return None
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() == 2 and tuple(x.shape) == (b, n):
+        x = x.unsqueeze(1).expand(b, h, n)
+    elif not (x.dim() == 3 and tuple(x.shape) == (b, h, n)):
+        raise ValueError(f"{name} must have shape (B, N)=({b}, {n}) or "
+                         f"(B, H, N)=({b}, {h}, {n}), got {tuple(x.shape)}")
+    if x.device != like.device:
+        raise ValueError(f"{name} is on {x.device} but q is on {like.device}")
+    return x.float()
+
+
+def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None,
+                             return_diag=False, backend="auto", chunk=None):
+    """Diagonal Micro-Attention, O(B*H*N*d) memory on the fused paths.
+
+    Args:
+        q, k, v: (B, H, N, d), same shape, dtype (fp32/fp16/bf16) and device.
+        key_bias: (B, N) or (B, H, N) additive key bias, may hold -inf.
+        query_gate: (B, N) or (B, H, N) multiplicative gate on the output.
+        scale: score scale, default d**-0.5.
+        return_diag: also return D.
+        backend: "auto" | "triton" | "torch" | "reference" (module docstring).
+        chunk: row chunk of the torch backend (default: ~64 MB of scores).
+    Returns:
+        O (B, H, N, d) in q's dtype, and D (B, H, N) fp32 if ``return_diag``.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not torch.is_tensor(t):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be (B, H, N, d), got shape {tuple(t.shape)}")
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be fp32, fp16 or bf16, got {t.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q, k, v must have the same shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError("q, k, v must be on the same device")
+    b, h, n, dim = q.shape
+    scale = dim ** -0.5 if scale is None else float(scale)
+    bias = _per_head(key_bias, "key_bias", b, h, n, q)
+    gate = _per_head(query_gate, "query_gate", b, h, n, q)
+    backend = _resolve_backend(backend, q)
+    if backend == "reference":
+        o, d = dma_ref(q, k, v, bias, gate, scale)
+    elif backend == "torch":
+        chunk = chunk or max(1, min(n, (16 << 20) // max(1, b * h * n)))
+        o, d = _DMATorch.apply(q, k, v, bias, gate, scale, int(chunk))
+    else:
+        if dim > MAX_HEAD_DIM:
+            raise ValueError(f"DMA triton backend supports head dim <= {MAX_HEAD_DIM}, got {dim}")
+        o, d = _DMATriton.apply(q, k, v, bias, gate, scale)
+    return (o, d) if return_diag else o
+
+
+# --------------------------------------------------------------------------
+# PoI score masking and the drop-in module
+# --------------------------------------------------------------------------
+POI_MODES = ("none", "gate", "soft", "hard")
+
+
+def poi_score_masking(scores: torch.Tensor, mode: str = "gate", quantile: float = 0.25):
+    """Turn PoI scores S (B, N), a softmax over patches, into (key_bias, query_gate).
+
+    ``gate``: g_i = N*S_i (mean 1). ``soft``: the gate plus b_j = log(N*S_j).
+    ``hard``: the gate plus b_j = -inf for keys whose score is below the
+    per-sample ``quantile`` of the scores. ``none``: (None, None).
+    """
+    if mode not in POI_MODES:
+        raise ValueError(f"PoI mode must be one of {POI_MODES}, got {mode!r}")
+    if mode == "none" or scores is None:
+        return None, None
+    if scores.dim() != 2:
+        raise ValueError(f"PoI scores must be (B, N), got {tuple(scores.shape)}")
+    n = scores.shape[-1]
+    gate = scores.float() * n
+    bias = None
+    if mode == "soft":
+        bias = torch.log(gate.clamp_min(torch.finfo(torch.float32).tiny))
+    elif mode == "hard":
+        thr = torch.quantile(scores.float(), quantile, dim=-1, keepdim=True)
+        bias = torch.zeros_like(gate).masked_fill(scores.float() < thr, float("-inf"))
+    return bias, gate
+
+
+class DiagonalMicroAttention(nn.Module):
+    """Drop-in DMA layer, parameter names as the authors' (``to_q``, ``to_k``,
+    ``to_v``, ``proj``), for the tokens of any ViT.
+
+    ``forward(x_q, x_k, x_v, poi_scores=None)`` takes (B, N, dim) token tensors
+    and optional PoI scores (B, N) and returns ``(out, diag)``: (B, N, dim)
+    after the output projection, and D (B, heads, N) fp32.
+    ``diagonal=False`` gives the authors' full cross-attention (their
+    ``diag_att=False``): out = softmax(s) v, diag still its diagonal.
+    """
+
+    def __init__(self, dim, num_heads=1, qkv_bias=True, qk_scale=None, diagonal=True,
+                 poi_mode="gate", poi_quantile=0.25, backend="auto"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.diagonal = diagonal
+        self.poi_mode, self.poi_quantile = poi_mode, poi_quantile
+        self.backend = backend
+
+    def _heads(self, x):  # B N C -> B h N C/h
+        b, n, c = x.shape
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, x_q, x_k, x_v, poi_scores=None):
+        if not (x_q.shape == x_k.shape == x_v.shape) or x_q.dim() != 3:
+            raise ValueError("x_q, x_k, x_v must be (B, N, dim) tensors of one shape, got "
+                             f"{tuple(x_q.shape)}, {tuple(x_k.shape)}, {tuple(x_v.shape)}")
+        b, n, c = x_q.shape
+        q, k, v = self._heads(self.to_q(x_q)), self._heads(self.to_k(x_k)), self._heads(self.to_v(x_v))
+        bias, gate = poi_score_masking(poi_scores, self.poi_mode, self.poi_quantile)
+        out, diag = diagonal_micro_attention(q, k, v, bias, gate, self.scale,
+                                             return_diag=True, backend=self.backend)
+        if not self.diagonal:  # authors' full cross-attention
+            out = full_cross_attention(q, k, v, bias, gate, self.scale, self.backend)
+        out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj(out), diag
+
+
+def full_cross_attention(q, k, v, key_bias=None, query_gate=None, scale=None, backend="auto"):
+    """softmax(scale*q k^T + b) v, gated; SDPA on fused backends, explicit otherwise."""
+    if key_bias is not None and key_bias.dim() == 2:
+        key_bias = key_bias.unsqueeze(1)
+    if backend == "reference" or (backend == "auto" and not use_fused()):
+        s = (q @ k.transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
+        if key_bias is not None:
+            s = s + key_bias.unsqueeze(-2).to(s.dtype)
+        out = torch.nan_to_num(s.softmax(-1), nan=0.0) @ v
+    else:
+        mask = None if key_bias is None else key_bias.unsqueeze(-2).to(q.dtype)
+        out = torch.nan_to_num(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale))
+    if query_gate is not None:
+        g = query_gate.unsqueeze(1) if query_gate.dim() == 2 else query_gate
+        out = out * g.unsqueeze(-1).to(out.dtype)
+    return out

@@ -1,0 +1,130 @@
+"""Swap-mask generators for blockwise swapping (DESIGN §1.2).
+
+A swap mask is a bool tensor (B, N) over the patch grid (gh, gw), row-major,
+``True`` = take this patch from the later frame. Both generators are seeded by
+a ``torch.Generator`` and are reproducible on any device: random numbers are
+drawn on the generator's device, the result is moved to ``device``.
+
+- ``random_swap_mask``: a uniform random subset of exactly ``round(ratio*N)``
+  patches per sample (argsort of uniform noise, as MAE).
+- ``block_swap_mask``: BEiT-style rectangles: area uniform in
+  [min_patches, remaining], aspect ratio log-uniform in [min_aspect,
+  1/min_aspect], up to ``max_tries`` placements per block, repeated until the
+  target count is reached or a block makes no progress.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+Grid = Union[int, Sequence[int]]
+
+
+def _grid(grid: Grid) -> Tuple[int, int]:
+    if isinstance(grid, int):
+        gh = gw = grid
+    else:
+        gh, gw = (int(g) for g in grid)
+    if gh <= 0 or gw <= 0:
+        raise ValueError(f"patch grid must be positive, got {(gh, gw)}")
+    return gh, gw
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"swap ratio must be in [0, 1], got {ratio}")
+
+
+def random_swap_mask(batch: int, grid: Grid, ratio: float = 0.5,
+                     generator: Optional[torch.Generator] = None,
+                     device=None) -> torch.Tensor:
+    """Uniform random subset of exactly ``round(ratio*N)`` patches per sample.
+
+    Args:
+        batch: B. grid: patch grid (gh, gw) or its side. ratio: fraction swapped.
+        generator: seeds the draw (its device is where the noise is drawn).
+    Returns:
+        bool (B, gh*gw) on ``device``.
+    """
+    _check_ratio(ratio)
+    gh, gw = _grid(grid)
+    n = gh * gw
+    k = int(round(ratio * n))
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.rand(batch, n, generator=generator, device=gdev)
+    idx = noise.argsort(dim=1)[:, :k]
+    mask = torch.zeros(batch, n, dtype=torch.bool, device=gdev)
+    mask.scatter_(1, idx, True)
+    return mask.to(device) if device is not None else mask
+
+
+def block_swap_mask(batch: int, grid: Grid, ratio: float = 0.5,
+                    generator: Optional[torch.Generator] = None, device=None,
+                    min_patches: int = 16, min_aspect: float = 0.3,
+                    max_tries: int = 10) -> torch.Tensor:
+    """BEiT-style block mask with about ``round(ratio*N)`` patches per sample.
+
+    Each block placement is drawn for the whole batch at once (vectorised over
+    samples); a sample that has reached its target or stopped making progress
+    takes no further blocks. The count never exceeds the target.
+
+    Args:
+        batch, grid, ratio, generator, device: as ``random_swap_mask``.
+        min_patches: smallest block area (clamped to the remaining count).
+        min_aspect: aspect ratios are log-uniform in [min_aspect, 1/min_aspect].
+        max_tries: placements tried per block before giving up on it.
+    Returns:
+        bool (B, gh*gw) on ``device``.
+    """
+    _check_ratio(ratio)
+    gh, gw = _grid(grid)
+    target = int(round(ratio * gh * gw))
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    mask = torch.zeros(batch, gh, gw, dtype=torch.bool, device=gdev)
+    count = torch.zeros(batch, dtype=torch.long, device=gdev)
+    active = torch.full((batch,), target > 0, dtype=torch.bool, device=gdev)
+    rows = torch.arange(gh, device=gdev).view(1, gh, 1)
+    cols = torch.arange(gw, device=gdev).view(1, 1, gw)
+    log_lo, log_hi = math.log(min_aspect), math.log(1.0 / min_aspect)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, device=gdev)
+
+    while bool(active.any()):
+        remaining = (target - count).clamp(min=0)
+        lo = remaining.clamp(max=min_patches).float()
+        hi = remaining.float()
+        placed = torch.zeros(batch, dtype=torch.bool, device=gdev)
+        for _ in range(max_tries):
+            area = lo + (hi - lo) * rand(batch)
+            aspect = torch.exp(log_lo + (log_hi - log_lo) * rand(batch))
+            h = torch.round(torch.sqrt(area * aspect)).long()
+            w = torch.round(torch.sqrt(area / aspect)).long()
+            fits = (h >= 1) & (w >= 1) & (h < gh) & (w < gw)
+            hc, wc = h.clamp(1, gh - 1), w.clamp(1, gw - 1)
+            top = (rand(batch) * (gh - hc + 1).float()).long().clamp(max=gh - 1)
+            left = (rand(batch) * (gw - wc + 1).float()).long().clamp(max=gw - 1)
+            t, l = top.view(-1, 1, 1), left.view(-1, 1, 1)
+            rect = ((rows >= t) & (rows < t + hc.view(-1, 1, 1))
+                    & (cols >= l) & (cols < l + wc.view(-1, 1, 1)))
+            delta = (rect & ~mask).flatten(1).sum(1)
+            ok = active & ~placed & fits & (delta > 0) & (delta <= remaining)
+            mask |= rect & ok.view(-1, 1, 1)
+            count += torch.where(ok, delta, torch.zeros_like(delta))
+            placed |= ok
+        active &= placed & (count < target)
+    mask = mask.flatten(1)
+    return mask.to(device) if device is not None else mask
+
+
+def generate_swap_mask(kind: str, batch: int, grid: Grid, ratio: float = 0.5,
+                       generator: Optional[torch.Generator] = None,
+                       device=None) -> torch.Tensor:
+    """Dispatch to ``block_swap_mask`` or ``random_swap_mask`` by name."""
+    if kind == "block":
+        return block_swap_mask(batch, grid, ratio, generator, device)
+    if kind == "random":
+        return random_swap_mask(batch, grid, ratio, generator, device)
+    raise ValueError(f"unknown swap mask kind {kind!r}: expected 'block' or 'random'")

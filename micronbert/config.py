@@ -1,0 +1,105 @@
+"""Configuration of μ-BERT: one dataclass, named configs, ``create_model``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Optional, Tuple, Union
+
+
+@dataclass
+class MicronBERTConfig:
+    # μ-Encoder (a ViT with a contextual token)
+    img_size: Union[int, Tuple[int, int]] = 224
+    patch_size: int = 8
+    in_chans: int = 3
+    embed_dim: int = 512
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    # μ-Decoder
+    has_decoder: bool = True
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 4
+    decoder_num_heads: int = 4
+    norm_pix_loss: bool = False
+    # Diagonal Micro-Attention
+    dma_heads: int = 1
+    dma_role: str = "paper"  # "paper": Q from P_{t+d}, K,V from P_{t/s}; "official": Q,V from P_{t/s}, K from P_{t+d}
+    diag_att: bool = True  # False: the authors' full cross-attention (their released checkpoint)
+    # Patch of Interest
+    poi_mask: str = "gate"  # "none" | "gate" | "soft" | "hard" (soft/hard include the gate)
+    poi_quantile: float = 0.25  # hard mask: keys below this score quantile are masked
+    poi_detach: bool = True  # PoI scores steer DMA without taking its gradient
+    poi_loss: str = "dino"  # "dino" | "mse" | "none"
+    dino_out_dim: int = 128
+    dino_hidden_dim: int = 2048
+    dino_bottleneck_dim: int = 256
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    center_momentum: float = 0.9
+    crop_scale: Tuple[float, float] = (0.4, 1.0)
+    mse_var_weight: float = 1.0  # mse PoI loss: weight of the variance hinge against collapse
+    # blockwise swapping
+    mask_type: str = "block"  # "block" | "random"
+    swap_ratio: float = 0.5
+    # loss weights
+    lambda_poi: float = 1.0
+    lambda_diag: float = 0.0
+    # authors' auxiliary head (fc.*)
+    aux_cls: bool = False
+    # fused kernels (None: follow micronbert.kernels.use_fused())
+    fused: Optional[bool] = None
+
+    def __post_init__(self):
+        if isinstance(self.img_size, int):
+            self.img_size = (self.img_size, self.img_size)
+        self.img_size = tuple(int(s) for s in self.img_size)
+        self.crop_scale = tuple(self.crop_scale)
+        h, w = self.img_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads or self.embed_dim % self.dma_heads:
+            raise ValueError("embed_dim must be divisible by num_heads and dma_heads")
+        choices = {"dma_role": ("paper", "official"), "poi_mask": ("none", "gate", "soft", "hard"),
+                   "poi_loss": ("dino", "mse", "none"), "mask_type": ("block", "random")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to_dict(self):
+        return asdict(self)
+
+
+CONFIGS = {
+    # the authors' released architecture (mae_vit_small_patch8)
+    "micronbert_s8": MicronBERTConfig(),
+    # small enough for CPU tests and the demo
+    "micronbert_tiny": MicronBERTConfig(
+        img_size=64, patch_size=8, embed_dim=128, depth=2, num_heads=4,
+        decoder_embed_dim=128, decoder_depth=1, decoder_num_heads=4,
+        dino_out_dim=64, dino_hidden_dim=256, dino_bottleneck_dim=64),
+}
+
+
+def get_config(name: str, **overrides) -> MicronBERTConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(CONFIGS)}")
+    known = {f.name for f in fields(MicronBERTConfig)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise TypeError(f"unknown config fields {bad}")
+    return replace(CONFIGS[name], **overrides)
+
+
+def create_model(name: str, **overrides):
+    """Build a named μ-BERT model, e.g. ``create_model("micronbert_tiny", poi_loss="mse")``."""
+    from .model import MicronBERT
+    return MicronBERT(get_config(name, **overrides))

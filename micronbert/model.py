@@ -1,0 +1,419 @@
+"""μ-BERT in plain PyTorch (DESIGN §1): μ-Encoder, blockwise swapping, DMA, PoI,
+μ-Decoder and the losses. One switch (``config.fused`` / ``micronbert.kernels.
+set_fused``) picks the fused kernels or the readable reference path.
+
+Shapes: B batch, N patches, D encoder width, p patch size, C channels.
+Parameter names follow the authors' code (``backbone.*``, ``att.*``,
+``decoder_*``, ``teacher.*``) so their checkpoints map one to one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import MicronBERTConfig
+from .kernels import (DiagonalMicroAttention, blockwise_swap_patches, generate_swap_mask,
+                      patchify, use_fused)
+
+
+def sincos_pos_embed(dim: int, grid) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos embedding, (1 + gh*gw, dim), first row (the CT's) zero."""
+    gh, gw = grid
+    gy, gx = np.meshgrid(np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64),
+                         indexing="ij")
+
+    def one_d(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    emb = np.concatenate([one_d(dim // 2, gx), one_d(dim // 2, gy)], axis=1)  # w first, as MAE
+    emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
+    return torch.from_numpy(emb).float().unsqueeze(0)
+
+
+def _fused(cfg: MicronBERTConfig) -> bool:
+    return use_fused() if cfg.fused is None else cfg.fused
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; SDPA (or xformers on CUDA) when fused, explicit otherwise."""
+
+    def __init__(self, dim, num_heads, fused):
+        super().__init__()
+        self.num_heads, self.scale, self.fused = num_heads, (dim // num_heads) ** -0.5, fused
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):  # B N D
+        b, n, c = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
+        if self.fused and x.is_cuda and _xformers() is not None:
+            q, k, v = qkv.unbind(2)  # B N h d
+            x = _xformers().memory_efficient_attention(q, k, v).reshape(b, n, c)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B h N d
+            if self.fused:
+                x = F.scaled_dot_product_attention(q, k, v)
+            else:
+                x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+            x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj(x)
+
+
+_XF = []
+
+
+def _xformers():
+    if not _XF:
+        try:
+            import xformers.ops as xops
+            _XF.append(xops)
+        except Exception:
+            _XF.append(None)
+    return _XF[0]
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim, num_heads, mlp_ratio, eps, fused):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, fused)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """A p x p stride-p convolution, applied as the equal linear map on patch
+    vectors in (p, q, c) order, so the swap kernel's patches feed it directly."""
+
+    def __init__(self, patch_size, in_chans, dim):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, patches):  # B N p*p*C -> B N D
+        w = self.proj.weight.permute(0, 2, 3, 1).flatten(1)  # D, p*p*C in (p, q, c) order
+        return F.linear(patches, w, self.proj.bias)
+
+
+class Encoder(nn.Module):
+    """μ-Encoder: patch embedding, contextual token, fixed sin-cos positions, blocks, norm."""
+
+    def __init__(self, cfg: MicronBERTConfig, fused: bool):
+        super().__init__()
+        d = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))  # the contextual token z^CT
+        self.register_buffer("pos_embed", sincos_pos_embed(d, cfg.grid))  # 1, N+1, D
+        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, fused)
+                                    for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
+
+    def forward(self, patches):  # B N p*p*C -> B 1+N D
+        x = self.patch_embed(patches)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+
+class WeightNormLinear(nn.Module):
+    """Bias-free linear with weight normalisation, keys ``weight_g``/``weight_v`` as
+    the authors' ``nn.utils.weight_norm``; g is frozen at 1 (DINO's norm_last_layer)."""
+
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.empty(dim_out, dim_in))
+        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        self.weight_g = nn.Parameter(torch.ones(dim_out, 1), requires_grad=False)
+
+    def forward(self, x):
+        return F.linear(x, self.weight_g * F.normalize(self.weight_v, dim=1))
+
+
+class DINOHead(nn.Module):
+    def __init__(self, dim, out_dim, hidden, bottleneck):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                 nn.GELU(), nn.Linear(hidden, bottleneck))
+        self.last_layer = WeightNormLinear(bottleneck, out_dim)
+
+    def forward(self, x):
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+
+
+class Teacher(nn.Module):
+    """EMA copy of the encoder and DINO head (never trained by the optimiser)."""
+
+    def __init__(self, cfg, fused):
+        super().__init__()
+        self.backbone = Encoder(cfg, fused)
+        self.head = DINOHead(cfg.embed_dim, cfg.dino_out_dim, cfg.dino_hidden_dim,
+                             cfg.dino_bottleneck_dim)
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy between the centred, sharpened teacher softmax and the student's."""
+
+    def __init__(self, out_dim, student_temp, teacher_temp, center_momentum):
+        super().__init__()
+        self.student_temp, self.teacher_temp, self.momentum = student_temp, teacher_temp, center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student_out, teacher_out):  # (V*B, K) student views, (B, K) teacher
+        t = F.softmax((teacher_out - self.center) / self.teacher_temp, dim=-1).detach()
+        views = student_out.float().chunk(student_out.shape[0] // teacher_out.shape[0])
+        loss = sum((-t * F.log_softmax(s / self.student_temp, -1)).sum(-1).mean() for s in views)
+        if self.training:
+            self.update_center(teacher_out)
+        return loss / len(views)
+
+    @torch.no_grad()
+    def update_center(self, teacher_out):
+        batch_center = teacher_out.float().sum(0, keepdim=True)
+        count = torch.tensor([teacher_out.shape[0]], device=teacher_out.device, dtype=torch.float32)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_center)
+            dist.all_reduce(count)
+        self.center.mul_(self.momentum).add_(batch_center / count, alpha=1 - self.momentum)
+
+
+def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3)):
+    """A random crop per sample (area fraction in ``scale``), resized back to the input size."""
+    b = images.shape[0]
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    r = torch.rand(b, 4, generator=generator, device=gdev).to(images.device)
+    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * r[:, 1]
+    aspect = torch.exp(logr)
+    sw = torch.sqrt(area * aspect).clamp(max=1.0)
+    sh = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (1 - sw) * (2 * r[:, 2] - 1)
+    cy = (1 - sh) * (2 * r[:, 3] - 1)
+    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class MicronBERT(nn.Module):
+    def __init__(self, cfg: MicronBERTConfig):
+        super().__init__()
+        self.config = cfg
+        fused = _fused(cfg)
+        self.backbone = Encoder(cfg, fused)
+        self.att = DiagonalMicroAttention(cfg.embed_dim, cfg.dma_heads, qkv_bias=True,
+                                          diagonal=cfg.diag_att, poi_mode=cfg.poi_mask,
+                                          poi_quantile=cfg.poi_quantile,
+                                          backend="auto" if fused else "reference")
+        if cfg.has_decoder:
+            dd = cfg.decoder_embed_dim
+            self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
+            self.register_buffer("decoder_pos_embed", sincos_pos_embed(dd, cfg.grid))
+            self.decoder_blocks = nn.ModuleList(
+                Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.norm_eps, fused)
+                for _ in range(cfg.decoder_depth))
+            self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
+            self.decoder_pred = nn.Linear(dd, cfg.patch_size ** 2 * cfg.in_chans)
+        if cfg.poi_loss == "dino":
+            self.dino_head = DINOHead(cfg.embed_dim, cfg.dino_out_dim, cfg.dino_hidden_dim,
+                                      cfg.dino_bottleneck_dim)
+            self.teacher = Teacher(cfg, fused)
+            self.dino_loss_fn = DINOLoss(cfg.dino_out_dim, cfg.student_temp, cfg.teacher_temp,
+                                         cfg.center_momentum)
+        if cfg.aux_cls:
+            self.fc = nn.Linear(cfg.embed_dim, 1)
+        self._init_weights()
+
+    # ---------------------------------------------------------------- init
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for enc in [self.backbone] + ([self.teacher.backbone] if hasattr(self, "teacher") else []):
+            w = enc.patch_embed.proj.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.normal_(enc.cls_token, std=0.02)
+        if hasattr(self, "teacher"):
+            for head in (self.dino_head, self.teacher.head):
+                for m in head.mlp:
+                    if isinstance(m, nn.Linear):
+                        nn.init.trunc_normal_(m.weight, std=0.02)
+            self.teacher.backbone.load_state_dict(self.backbone.state_dict())
+            self.teacher.head.load_state_dict(self.dino_head.state_dict())
+            self.teacher.requires_grad_(False)
+
+    # ---------------------------------------------------------------- checks
+    def _check_images(self, x, name):
+        cfg = self.config
+        if not torch.is_tensor(x):
+            raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must be (B, C, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor of normalised pixels, got {x.dtype}")
+        if x.shape[1] != cfg.in_chans:
+            raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {cfg.in_chans}")
+        if tuple(x.shape[2:]) != cfg.img_size:
+            raise ValueError(f"{name} is {tuple(x.shape[2:])} pixels, the model expects {cfg.img_size}")
+
+    def _check_pair(self, a, b, names):
+        self._check_images(a, names[0])
+        self._check_images(b, names[1])
+        if a.shape != b.shape:
+            raise ValueError(f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} differ")
+
+    # ---------------------------------------------------------------- parts
+    def patchify(self, images):  # B C H W -> B N p*p*C
+        return patchify(images, self.config.patch_size)
+
+    def encode(self, images):
+        """images (B, C, H, W) -> ct (B, D), tokens (B, N, D)."""
+        self._check_images(images, "images")
+        x = self.backbone(self.patchify(images))
+        return x[:, 0], x[:, 1:]
+
+    def extract_features(self, images):
+        """Encoder tokens after the final norm, contextual token dropped: (B, N, D)."""
+        return self.encode(images)[1]
+
+    def poi_scores(self, ct, tokens):
+        """S = softmax_i(<ct, P_i> / sqrt(D)): (B, N)."""
+        s = (tokens @ ct.unsqueeze(-1)).squeeze(-1) / math.sqrt(tokens.shape[-1])
+        s = s.float().softmax(-1)
+        return s.detach() if self.config.poi_detach else s
+
+    def dma(self, tokens_swapped, tokens_next, ct_next=None):
+        """DMA between P_{t/s} and P_{t+d} by the configured role -> (out, diag, scores)."""
+        cfg = self.config
+        scores = None
+        if cfg.poi_mask != "none" and ct_next is not None:
+            scores = self.poi_scores(ct_next, tokens_next)
+        if cfg.dma_role == "paper":
+            q, k, v = tokens_next, tokens_swapped, tokens_swapped
+        else:  # the authors' code: att([x, x_ref, x])
+            q, k, v = tokens_swapped, tokens_next, tokens_swapped
+        out, diag = self.att(q, k, v, poi_scores=scores)
+        return out, diag, scores
+
+    def micro_attention(self, frame_swapped, frame_next):
+        """DMA of two frames -> (out (B, N, D) after the projection, diag (B, heads, N))."""
+        self._check_pair(frame_swapped, frame_next, ("frame_swapped", "frame_next"))
+        b = frame_swapped.shape[0]
+        x = self.backbone(self.patchify(torch.cat([frame_swapped, frame_next])))
+        out, diag, _ = self.dma(x[:b, 1:], x[b:, 1:], x[b:, 0])
+        return out, diag
+
+    @torch.no_grad()
+    def micro_motion_map(self, frame_a, frame_b):
+        """1 - D / max(D) per sample, upsampled to the image: (B, H, W) in [0, 1],
+        high where the two frames differ."""
+        _, diag = self.micro_attention(frame_a, frame_b)
+        d = diag.float().mean(1)  # B N
+        m = 1 - d / d.amax(1, keepdim=True).clamp_min(1e-12)
+        gh, gw = self.config.grid
+        m = F.interpolate(m.view(-1, 1, gh, gw), size=self.config.img_size, mode="bilinear",
+                          align_corners=False)
+        return m[:, 0].clamp(0, 1)
+
+    def decode(self, tokens):  # B N D -> B N p*p*C
+        x = self.decoder_embed(tokens) + self.decoder_pos_embed[:, 1:]
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        return self.decoder_pred(self.decoder_norm(x))
+
+    # ---------------------------------------------------------------- losses
+    def reconstruction_loss(self, pred, target):
+        if self.config.norm_pix_loss:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return F.mse_loss(pred.float(), target.float())
+
+    def poi_loss(self, frame_next, ct_next, ct_crop):
+        """Agreement of the CT of I_{t+d} with that of Crop(I_{t+d})."""
+        cfg = self.config
+        if cfg.poi_loss == "dino":
+            with torch.no_grad():
+                t = self.teacher.backbone(self.patchify(frame_next))[:, 0]
+                t = self.teacher.head(t)
+            return self.dino_loss_fn(self.dino_head(ct_crop), t)
+        # "mse": regress the crop's CT onto the stop-gradient full-frame CT, with a
+        # variance hinge (VICReg) on the crop's CT across the batch against collapse
+        loss = F.mse_loss(ct_crop.float(), ct_next.detach().float())
+        if ct_crop.shape[0] > 1:
+            std = torch.sqrt(ct_crop.float().var(0) + 1e-4)
+            loss = loss + cfg.mse_var_weight * F.relu(1 - std).mean()
+        return loss
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float):
+        """EMA update of the DINO teacher from the encoder and the student head."""
+        if not hasattr(self, "teacher"):
+            return
+        src = list(self.backbone.parameters()) + list(self.dino_head.parameters())
+        dst = list(self.teacher.backbone.parameters()) + list(self.teacher.head.parameters())
+        torch._foreach_mul_(dst, momentum)
+        torch._foreach_add_(dst, src, alpha=1 - momentum)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, frame_t, frame_next, swap_mask=None, generator=None):
+        """Pre-training forward on a pair (I_t, I_{t+d}) of normalised frames (B, C, H, W).
+
+        Returns a dict: loss, rec_loss, poi_loss, diag_loss, pred (B, N, p*p*C),
+        diag (B, heads, N), swap_mask (B, N), poi_scores (B, N) or None.
+        """
+        cfg = self.config
+        self._check_pair(frame_t, frame_next, ("frame_t", "frame_next"))
+        b, n = frame_t.shape[0], cfg.num_patches
+        if swap_mask is None:
+            swap_mask = generate_swap_mask(cfg.mask_type, b, cfg.grid, cfg.swap_ratio,
+                                           generator, device=frame_t.device)
+        if tuple(swap_mask.shape) != (b, n) or swap_mask.dtype != torch.bool:
+            raise ValueError(f"swap_mask must be bool (B, N)=({b}, {n}), got "
+                             f"{swap_mask.dtype} {tuple(swap_mask.shape)}")
+        swapped, target, nxt = blockwise_swap_patches(
+            frame_t, frame_next, swap_mask, cfg.patch_size, return_target=True, return_other=True,
+            backend="auto" if _fused(cfg) else "reference")
+        views = [swapped, nxt]
+        use_crop = self.training and cfg.poi_loss != "none" and cfg.lambda_poi > 0
+        if use_crop:
+            views.append(self.patchify(random_resized_crop(frame_next, cfg.crop_scale, generator)))
+        x = self.backbone(torch.cat(views))  # one encoder pass: (V*B, 1+N, D)
+        out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
+        zero = out.new_zeros(()).float()
+        pred = self.decode(out) if cfg.has_decoder else None
+        rec = self.reconstruction_loss(pred, target) if pred is not None else zero
+        poi = self.poi_loss(frame_next, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
+        dgl = zero
+        if cfg.lambda_diag > 0:
+            dgl = F.smooth_l1_loss(diag.float(), swap_mask.float().unsqueeze(1).expand_as(diag))
+        loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
+        return {"loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": dgl, "pred": pred,
+                "diag": diag, "swap_mask": swap_mask, "poi_scores": scores}
