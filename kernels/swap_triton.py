@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .dma_triton import _empty
+
 
 @triton.jit
 def _swap_fwd(A, B, Mask, Mean, Std, OutS, OutA, OutB,
@@ -87,8 +89,8 @@ def swap_fwd(frame_a, frame_b, mask, p, mean, std, out_dtype, want_a, want_b, ch
     gw = ww // p
     n = (hh // p) * gw
     pqc = p * p * c
-    outs = [torch.empty((bsz, n, pqc), device=frame_a.device, dtype=out_dtype)
-            if want else None for want in (True, want_a, want_b)]
+    outs = [_empty((bsz, n, pqc), frame_a, out_dtype) if want else None
+            for want in (True, want_a, want_b)]
     block_e = triton.next_power_of_2(pqc)
     block_p = max(1, min(triton.next_power_of_2(n), 4096 // block_e if block_e <= 4096 else 1))
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
