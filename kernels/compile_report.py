@@ -1,0 +1,161 @@
+"""Compile the shipped Triton kernels for a named GPU target without a GPU.
+
+``compile_all(arch=90)`` compiles every shipped configuration of the DMA and swap
+kernels for ``GPUTarget("cuda", arch, 32)`` in fp16 and bf16, and reads the
+cubin with the ``cuobjdump`` that ships inside Triton's wheel: registers,
+shared memory, local memory and stack per kernel, and whether the SASS uses
+Hopper's warpgroup tensor-core instructions (HGMMA). Nothing here needs CUDA.
+Run ``python -m micronbert.kernels.compile_report`` for the table.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from . import dma_triton, swap_triton
+
+_TY = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32", "u8": "*u8"}
+
+
+@dataclass
+class KernelReport:
+    kernel: str
+    dtype: str
+    head_dim: int
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    registers: int
+    shared_bytes: int
+    local_bytes: int
+    stack_bytes: int
+    hgmma: int
+    hmma: int
+
+    @property
+    def spills(self) -> bool:
+        return self.local_bytes > 0 or self.stack_bytes > 0
+
+
+def cuobjdump() -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def _inspect(cubin: bytes):
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+        path = f.name
+    try:
+        res = subprocess.run([cuobjdump(), "-res-usage", path], capture_output=True, text=True,
+                             check=True).stdout
+        sass = subprocess.run([cuobjdump(), "-sass", path], capture_output=True, text=True,
+                              check=True).stdout
+    finally:
+        os.remove(path)
+
+    def field(name):
+        m = re.search(rf"\b{name}:(\d+)", res)
+        return int(m.group(1)) if m else 0
+    return (field("REG"), field("SHARED"), field("LOCAL"), field("STACK"),
+            len(re.findall(r"\bHGMMA\b", sass)), len(re.findall(r"\bHMMA\b", sass)))
+
+
+def _compile(fn, signature, constexprs, arch, num_warps, num_stages):
+    sig = dict(signature)
+    for k in constexprs:
+        sig[k] = "constexpr"
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v
+                                                      for k, v in constexprs.items()})
+    opts = {"num_warps": num_warps, "num_stages": num_stages}
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
+    return ck.asm["cubin"]
+
+
+def _dma_signature(fn, dtype):
+    sig = {}
+    for name in fn.arg_names:
+        if name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV"):
+            sig[name] = _TY[dtype]
+        elif name[0].isupper() and not name.isupper() or name in ("LSE", "W", "DB", "DD", "Dg",
+                                                                  "Bias", "Gate", "DGATE"):
+            sig[name] = "*fp32"
+        elif name == "scale":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def compile_dma(arch=90, dtypes=("fp16", "bf16")):
+    kernels = {"fwd": dma_triton._dma_fwd, "bwd_dq": dma_triton._dma_bwd_dq,
+               "bwd_dk": dma_triton._dma_bwd_dk}
+    out = []
+    for dtype in dtypes:
+        for name, fn in kernels.items():
+            for hd, (bm, bn, warps, stages) in sorted(dma_triton.CONFIGS[name].items()):
+                sig = {k: v for k, v in _dma_signature(fn, dtype).items()
+                       if k not in _constexpr_names(fn)}
+                consts = dict(HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, HAS_BIAS=True, HAS_GATE=True,
+                              HAS_DD=True, UPCAST=False, PRECISION="tf32")
+                consts = {k: v for k, v in consts.items() if k in fn.arg_names}
+                cubin = _compile(fn, sig, consts, arch, warps, stages)
+                out.append(KernelReport(f"_dma_{name}", dtype, hd, bm, bn, warps, stages,
+                                        *_inspect(cubin)))
+    return out
+
+
+def _constexpr_names(fn):
+    return {fn.arg_names[p.num] for p in fn.params if p.is_constexpr}
+
+
+def compile_swap(arch=90, patch_sizes=(8, 16)):
+    fn = swap_triton._swap_fwd
+    out = []
+    for p in patch_sizes:
+        for src, dst in (("u8", "fp16"), ("u8", "bf16"), ("fp32", "fp32")):
+            pqc = p * p * 3
+            block_e = triton.next_power_of_2(pqc)
+            block_p = max(1, 4096 // block_e)
+            sig = {}
+            for name in fn.arg_names:
+                if name in ("A", "B"):
+                    sig[name] = _TY[src]
+                elif name in ("OutS", "OutA", "OutB"):
+                    sig[name] = _TY[dst]
+                elif name == "Mask":
+                    sig[name] = "*u8"
+                elif name in ("Mean", "Std"):
+                    sig[name] = "*fp32"
+                elif name not in _constexpr_names(fn):
+                    sig[name] = "i32"
+            consts = dict(P=p, BLOCK_P=block_p, BLOCK_E=block_e, IS_UINT8=src == "u8",
+                          HAS_MEAN=True, HAS_STD=True, WRITE_A=True, WRITE_B=True)
+            cubin = _compile(fn, sig, consts, arch, 4, 1)
+            out.append(KernelReport("_swap_fwd", f"{src}->{dst}", p, block_p, block_e, 4, 1,
+                                    *_inspect(cubin)))
+    return out
+
+
+def compile_all(arch=90):
+    return compile_dma(arch) + compile_swap(arch)
+
+
+def markdown(reports) -> str:
+    cols = list(asdict(reports[0])) + ["spills"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in reports:
+        lines.append("| " + " | ".join(str(v) for v in list(asdict(r).values()) + [r.spills]) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(f"triton {triton.__version__}, target sm_90 (GPUTarget('cuda', 90, 32))")
+    print(markdown(compile_all()))

@@ -1,0 +1,58 @@
+"""Pictures: micro-motion maps over the frames, loss curves."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None):
+    """A grid: onset frame, later frame, |difference|, micro-motion map (and ground truth).
+
+    frames: uint8 (B, 3, H, W); maps: (B, H, W) in [0, 1]; truth: bool (B, H, W) or None.
+    """
+    plt = _plt()
+    b = len(maps)
+    cols = 5 if truth is not None else 4
+    fig, axes = plt.subplots(b, cols, figsize=(2.2 * cols, 2.2 * b), squeeze=False)
+    for i in range(b):
+        a = frames_t[i].permute(1, 2, 0).cpu().numpy()
+        n = frames_next[i].permute(1, 2, 0).cpu().numpy()
+        diff = np.abs(a.astype(np.float32) - n.astype(np.float32)).sum(-1)
+        panels = [(a, "I_t", None), (n, "I_t+d", None), (diff, "|I_t+d - I_t|", "magma"),
+                  (maps[i].cpu().numpy(), "micro-motion map", "jet")]
+        if truth is not None:
+            panels.append((truth[i].cpu().numpy(), "true motion", "gray"))
+        for ax, (img, name, cmap) in zip(axes[i], panels):
+            if name == "micro-motion map":
+                ax.imshow(a)
+                ax.imshow(img, cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+            else:
+                ax.imshow(img, cmap=cmap)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_curves(path, records, keys=("loss", "rec_loss", "poi_loss")):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    steps = [r["step"] for r in records]
+    for k in keys:
+        ax.plot(steps, [r[k] for r in records], label=k)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
