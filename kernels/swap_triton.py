@@ -48,15 +48,16 @@ def _swap_fwd(A, B, Mask, Mean, Std, OutS, OutA, OutB,
         xb = tl.load(B + pix, mask=mm, other=0).to(tl.float32)
         xs = xa + xb
     if IS_UINT8:
-        xs = xs * (1.0 / 255.0)
-        xa = xa * (1.0 / 255.0)
-        xb = xb * (1.0 / 255.0)
+        # correctly rounded division: bit-equal to the reference's x / 255
+        xs = tl.math.div_rn(xs, 255.0)
+        xa = tl.math.div_rn(xa, 255.0)
+        xb = tl.math.div_rn(xb, 255.0)
     if HAS_MEAN:
         mu = tl.load(Mean + c, mask=e_ok, other=0.0)[None, :]
         xs, xa, xb = xs - mu, xa - mu, xb - mu
     if HAS_STD:
         sd = tl.load(Std + c, mask=e_ok, other=1.0)[None, :]
-        xs, xa, xb = xs / sd, xa / sd, xb / sd
+        xs, xa, xb = tl.math.div_rn(xs, sd), tl.math.div_rn(xa, sd), tl.math.div_rn(xb, sd)
     out = (b * N + offs_n)[:, None] * PQC + offs_e[None, :]
     tl.store(OutS + out, xs.to(OutS.dtype.element_ty), mask=ok)
     if WRITE_A:

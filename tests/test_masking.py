@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from micronbert.kernels import block_swap_mask, generate_swap_mask, random_swap_mask
+
+
+@pytest.mark.parametrize("grid", [(28, 28), (8, 8), (7, 13), (1, 5)])
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 1.0])
+def test_random_mask_exact_count(grid, ratio):
+    m = random_swap_mask(6, grid, ratio, torch.Generator().manual_seed(0))
+    assert m.dtype == torch.bool and m.shape == (6, grid[0] * grid[1])
+    assert (m.sum(1) == round(ratio * grid[0] * grid[1])).all()
+
+
+@pytest.mark.parametrize("grid", [(28, 28), (14, 14), (8, 8), (10, 17)])
+def test_block_mask_ratio_and_bound(grid):
+    n = grid[0] * grid[1]
+    target = round(0.5 * n)
+    m = block_swap_mask(64, grid, 0.5, torch.Generator().manual_seed(1))
+    counts = m.sum(1)
+    assert (counts <= target).all()
+    assert counts.float().mean() >= 0.85 * target, counts
+
+
+def test_masks_reproducible_and_seed_dependent():
+    for kind in ("block", "random"):
+        a = generate_swap_mask(kind, 8, (14, 14), 0.5, torch.Generator().manual_seed(3))
+        b = generate_swap_mask(kind, 8, (14, 14), 0.5, torch.Generator().manual_seed(3))
+        c = generate_swap_mask(kind, 8, (14, 14), 0.5, torch.Generator().manual_seed(4))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_block_mask_is_made_of_rectangles():
+    """With the area and aspect pinned (16 patches, square), one block is a 4x4 square."""
+    grid = (10, 12)
+    m = block_swap_mask(32, grid, 16 / 120, torch.Generator().manual_seed(5), min_patches=16,
+                        min_aspect=1.0).view(-1, *grid)
+    tops = set()
+    for s in m:
+        rows, cols = s.any(1).nonzero(), s.any(0).nonzero()
+        box = s[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.shape == (4, 4) and box.all() and s.sum() == 16
+        tops.add((rows.min().item(), cols.min().item()))
+    assert len(tops) > 5  # placed at random
+
+
+def test_block_masks_have_larger_connected_regions_than_random():
+    grid = (14, 14)
+    g = torch.Generator().manual_seed(0)
+
+    def neighbours(m):  # mean number of swapped 4-neighbours of a swapped patch
+        m = m.view(-1, *grid).float()
+        nb = torch.zeros_like(m)
+        nb[:, 1:] += m[:, :-1]
+        nb[:, :-1] += m[:, 1:]
+        nb[:, :, 1:] += m[:, :, :-1]
+        nb[:, :, :-1] += m[:, :, 1:]
+        return (nb * m).sum() / m.sum()
+    assert neighbours(block_swap_mask(16, grid, 0.5, g)) > neighbours(random_swap_mask(16, grid, 0.5, g)) + 0.5
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="ratio"):
+        random_swap_mask(2, 8, 1.5)
+    with pytest.raises(ValueError, match="kind"):
+        generate_swap_mask("blocks", 2, 8)

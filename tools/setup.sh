@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up .venv for micronbert on a fresh machine, idempotently.
+# - A torch that the calling python already has (e.g. a CUDA build on a GPU box) is kept:
+#   the venv then sees the system site-packages.
+# - Otherwise torch==2.13.0 is installed (on the project's CPU machines: the local CPU
+#   build, never a multi-GB CUDA download), with the Triton it pairs with.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m venv --system-site-packages .venv
+  else
+    "$PY" -m venv .venv
+  fi
+fi
+PIP=".venv/bin/python -m pip -q --disable-pip-version-check"
+.venv/bin/python -c "import torch" 2>/dev/null || $PIP install torch==2.13.0
+if ! .venv/bin/python -c "import triton" 2>/dev/null; then
+  case "$(.venv/bin/python -c 'import torch; print(torch.__version__)')" in
+    2.13.*) $PIP install triton==3.7.1 ;;
+    *) $PIP install "triton>=3.6" ;;
+  esac
+fi
+$PIP install -e ".[test]"
+.venv/bin/python -c "import micronbert, torch, triton; print(f'micronbert {micronbert.__version__}, torch {torch.__version__}, triton {triton.__version__}')"
