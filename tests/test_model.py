@@ -1,0 +1,182 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from micronbert import MicronBERT, create_model, get_config
+from micronbert.kernels import dma_ref, patchify
+
+
+def pair(b=2, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 3, size, size, generator=g)
+    return x, x + 0.1 * torch.randn(b, 3, size, size, generator=g)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return create_model("micronbert_tiny", **kw)
+
+
+def test_forward_outputs_and_shapes():
+    m = tiny()
+    x, y = pair()
+    out = m(x, y)
+    n, p = m.config.num_patches, m.config.patch_size
+    assert out["pred"].shape == (2, n, p * p * 3)
+    assert out["diag"].shape == (2, 1, n)
+    assert out["poi_scores"].shape == (2, n)
+    for k in ("loss", "rec_loss", "poi_loss"):
+        assert out[k].dim() == 0 and torch.isfinite(out[k])
+    out["loss"].backward()
+    assert m.backbone.patch_embed.proj.weight.grad is not None
+    assert all(p.grad is None for p in m.teacher.parameters())  # the EMA teacher is not trained
+
+
+def test_encode_and_extract_features():
+    m = tiny().eval()
+    x, _ = pair()
+    ct, tok = m.encode(x)
+    assert ct.shape == (2, 128) and tok.shape == (2, 64, 128)
+    torch.testing.assert_close(m.extract_features(x), tok)
+    # patch embedding as a linear map equals the authors' stride-p convolution
+    conv = m.backbone.patch_embed.proj
+    torch.testing.assert_close(m.backbone.patch_embed(patchify(x, 8)),
+                               conv(x).flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("role", ["paper", "official"])
+@pytest.mark.parametrize("poi", ["none", "gate", "soft", "hard"])
+def test_micro_attention_roles_and_poi(role, poi):
+    m = tiny(dma_role=role, poi_mask=poi).eval()
+    x, y = pair()
+    out, diag = m.micro_attention(x, y)
+    cs, ps = m.encode(x)
+    cn, pn = m.encode(y)
+    q, k, v = (pn, ps, ps) if role == "paper" else (ps, pn, ps)
+    att = m.att
+    heads = [t(z).unsqueeze(1) for t, z in ((att.to_q, q), (att.to_k, k), (att.to_v, v))]
+    s = torch.softmax((pn @ cn.unsqueeze(-1)).squeeze(-1) / 128 ** 0.5, -1)
+    n = s.shape[-1]
+    gate = None if poi == "none" else (n * s).unsqueeze(1)
+    bias = None
+    if poi == "soft":
+        bias = torch.log(n * s).unsqueeze(1)
+    elif poi == "hard":
+        bias = torch.where(s < torch.quantile(s, 0.25, dim=-1, keepdim=True), float("-inf"), 0.0).unsqueeze(1)
+    o, d = dma_ref(*heads, bias, gate)
+    torch.testing.assert_close(out, att.proj(o[:, 0]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(diag, d, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_and_reference_paths_agree():
+    torch.manual_seed(0)
+    ref = create_model("micronbert_tiny", fused=False)
+    fused = create_model("micronbert_tiny", fused=True)
+    fused.load_state_dict(ref.state_dict())
+    x, y = pair()
+    mask = torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) > 0.5
+    ref.eval(), fused.eval()
+    a, b = ref(x, y, swap_mask=mask), fused(x, y, swap_mask=mask)
+    for k in ("loss", "rec_loss", "pred", "diag"):
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_reconstruction_loss_targets_frame_t_patches():
+    m = tiny(poi_loss="none").eval()
+    x, y = pair()
+    out = m(x, y)
+    torch.testing.assert_close(out["rec_loss"], F.mse_loss(out["pred"], patchify(x, 8)))
+    m.config.norm_pix_loss = True
+    t = patchify(x, 8)
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5
+    out = m(x, y, swap_mask=out["swap_mask"])
+    torch.testing.assert_close(out["rec_loss"], F.mse_loss(out["pred"], t))
+
+
+def test_swap_mask_is_applied():
+    """With every patch swapped, the swapped frame is I_{t+d}: DMA's keys equal its queries."""
+    m = tiny(poi_loss="none", poi_mask="none").eval()
+    x, y = pair()
+    out = m(x, y, swap_mask=torch.ones(2, 64, dtype=torch.bool))
+    _, diag = m.micro_attention(y, y)
+    torch.testing.assert_close(out["diag"], diag, rtol=1e-5, atol=1e-6)
+
+
+def test_total_loss_and_diag_loss():
+    m = tiny(lambda_poi=0.5, lambda_diag=2.0)
+    x, y = pair()
+    out = m(x, y, generator=torch.Generator().manual_seed(0))
+    dg = F.smooth_l1_loss(out["diag"], out["swap_mask"].float().unsqueeze(1))
+    torch.testing.assert_close(out["diag_loss"], dg)
+    torch.testing.assert_close(out["loss"], out["rec_loss"] + 0.5 * out["poi_loss"] + 2.0 * dg)
+
+
+def test_dino_loss_is_cross_entropy_with_centring():
+    m = tiny()
+    s, t = torch.randn(4, 64), torch.randn(4, 64)
+    m.dino_loss_fn.center.fill_(0.3)
+    m.dino_loss_fn.eval()
+    pt = torch.softmax((t - 0.3) / m.config.teacher_temp, -1)
+    ref = (-pt * torch.log_softmax(s / m.config.student_temp, -1)).sum(-1).mean()
+    torch.testing.assert_close(m.dino_loss_fn(s, t), ref)
+    m.dino_loss_fn.train()
+    m.dino_loss_fn(s, t)
+    torch.testing.assert_close(m.dino_loss_fn.center, 0.9 * 0.3 + 0.1 * t.mean(0, keepdim=True))
+
+
+def test_mse_poi_loss_guards_against_collapse():
+    m = tiny(poi_loss="mse")
+    ct = torch.randn(8, 128)
+    collapsed = torch.zeros(8, 128)
+    assert m.poi_loss(None, collapsed, collapsed) > 0.9  # identical but constant: penalised
+    spread = ct * 3
+    assert m.poi_loss(None, spread, spread) < 1e-2  # identical and spread: ~0
+
+
+def test_ema_teacher_update():
+    m = tiny()
+    with torch.no_grad():
+        for p in m.backbone.parameters():
+            p.add_(1.0)
+    before = m.teacher.backbone.norm.bias.clone()
+    m.update_teacher(0.9)
+    torch.testing.assert_close(m.teacher.backbone.norm.bias,
+                               0.9 * before + 0.1 * m.backbone.norm.bias)
+
+
+def test_micro_motion_map_range_and_shape():
+    m = tiny().eval()
+    x, y = pair(3)
+    mm = m.micro_motion_map(x, y)
+    assert mm.shape == (3, 64, 64) and mm.min() >= 0 and mm.max() <= 1
+
+
+def test_bad_inputs_name_the_problem():
+    m = tiny()
+    x, y = pair()
+    with pytest.raises(ValueError, match="pixels"):
+        m(x[..., :32, :32], y[..., :32, :32])
+    with pytest.raises(ValueError, match="channels"):
+        m(x[:, :1], y[:, :1])
+    with pytest.raises(TypeError, match="float"):
+        m((x * 10).to(torch.uint8), y)
+    with pytest.raises(ValueError, match="differ"):
+        m(x, y[:1])
+    with pytest.raises(ValueError, match="swap_mask"):
+        m(x, y, swap_mask=torch.ones(2, 10, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        m.encode(x[0])
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("micronbert_xl")
+    with pytest.raises(TypeError, match="unknown config"):
+        get_config("micronbert_tiny", heads=3)
+    with pytest.raises(ValueError, match="dma_role"):
+        get_config("micronbert_tiny", dma_role="other")
+
+
+def test_non_square_images():
+    m = MicronBERT(get_config("micronbert_tiny", img_size=(48, 64)))
+    x = torch.randn(2, 3, 48, 64)
+    out = m(x, x + 0.1)
+    assert out["pred"].shape == (2, 48, 192)
+    assert m.micro_motion_map(x, x).shape == (2, 48, 64)
