@@ -31,6 +31,8 @@ class KernelReport:
     head_dim: int
     block_m: int
     block_n: int
+    block_d: int
+    block_dv: int
     num_warps: int
     num_stages: int
     registers: int
@@ -100,14 +102,14 @@ def compile_dma(arch=90, dtypes=("fp16", "bf16")):
     out = []
     for dtype in dtypes:
         for name, fn in kernels.items():
-            for hd, (bm, bn, warps, stages) in sorted(dma_triton.CONFIGS[name].items()):
+            for hd, (bm, bn, bd, bdv, warps, stages) in sorted(dma_triton.CONFIGS[name].items()):
                 sig = {k: v for k, v in _dma_signature(fn, dtype).items()
                        if k not in _constexpr_names(fn)}
-                consts = dict(HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, HAS_BIAS=True, HAS_GATE=True,
+                consts = dict(HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv, HAS_BIAS=True, HAS_GATE=True,
                               HAS_DD=True, UPCAST=False, PRECISION="tf32")
                 consts = {k: v for k, v in consts.items() if k in fn.arg_names}
                 cubin = _compile(fn, sig, consts, arch, warps, stages)
-                out.append(KernelReport(f"_dma_{name}", dtype, hd, bm, bn, warps, stages,
+                out.append(KernelReport(f"_dma_{name}", dtype, hd, bm, bn, bd, bdv, warps, stages,
                                         *_inspect(cubin)))
     return out
 
@@ -139,7 +141,7 @@ def compile_swap(arch=90, patch_sizes=(8, 16)):
             consts = dict(P=p, BLOCK_P=block_p, BLOCK_E=block_e, IS_UINT8=src == "u8",
                           HAS_MEAN=True, HAS_STD=True, WRITE_A=True, WRITE_B=True)
             cubin = _compile(fn, sig, consts, arch, 4, 1)
-            out.append(KernelReport("_swap_fwd", f"{src}->{dst}", p, block_p, block_e, 4, 1,
+            out.append(KernelReport("_swap_fwd", f"{src}->{dst}", p, block_p, block_e, 0, 0, 4, 1,
                                     *_inspect(cubin)))
     return out
 
