@@ -51,7 +51,9 @@ def cuobjdump() -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
-def _inspect(cubin: bytes):
+def _inspect(compiled):
+    """(registers, shared bytes (static + Triton's dynamic), local, stack, #HGMMA, #HMMA)."""
+    cubin, dyn_shared = compiled
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cubin)
         path = f.name
@@ -66,7 +68,7 @@ def _inspect(cubin: bytes):
     def field(name):
         m = re.search(rf"\b{name}:(\d+)", res)
         return int(m.group(1)) if m else 0
-    return (field("REG"), field("SHARED"), field("LOCAL"), field("STACK"),
+    return (field("REG"), field("SHARED") + dyn_shared, field("LOCAL"), field("STACK"),
             len(re.findall(r"\bHGMMA\b", sass)), len(re.findall(r"\bHMMA\b", sass)))
 
 
@@ -78,7 +80,7 @@ def _compile(fn, signature, constexprs, arch, num_warps, num_stages):
                                                       for k, v in constexprs.items()})
     opts = {"num_warps": num_warps, "num_stages": num_stages}
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
-    return ck.asm["cubin"]
+    return ck.asm["cubin"], int(getattr(ck.metadata, "shared", 0))
 
 
 def _dma_signature(fn, dtype):
@@ -123,9 +125,7 @@ def compile_swap(arch=90, patch_sizes=(8, 16)):
     out = []
     for p in patch_sizes:
         for src, dst in (("u8", "fp16"), ("u8", "bf16"), ("fp32", "fp32")):
-            pqc = p * p * 3
-            block_e = triton.next_power_of_2(pqc)
-            block_p = max(1, 4096 // block_e)
+            block_p, block_e = swap_triton.block_sizes(p * p * 3, (224 // p) ** 2)
             sig = {}
             for name in fn.arg_names:
                 if name in ("A", "B"):
@@ -161,3 +161,4 @@ def markdown(reports) -> str:
 if __name__ == "__main__":
     print(f"triton {triton.__version__}, target sm_90 (GPUTarget('cuda', 90, 32))")
     print(markdown(compile_all()))
+    print("\nshared_bytes = static + dynamic (Triton's pipelining buffers); spills = local or stack > 0")

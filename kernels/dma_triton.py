@@ -77,7 +77,7 @@ def _dot_rows(A, Bm, offs_a, offs_b, a_ok, b_ok, san, sad, sbn, sbd, DIM, a_res,
         acc = tl.dot(a_res, bt, input_precision=PRECISION)
     else:
         acc = tl.zeros([BLOCK_A, BLOCK_B], tl.float32)
-        for c in tl.static_range(0, HEAD_DIM, BLOCK_D):
+        for c in range(0, HEAD_DIM, BLOCK_D):
             offs_d = c + tl.arange(0, BLOCK_D)
             d_ok = offs_d < DIM
             a = tl.load(A + offs_a[:, None] * san + offs_d[None, :] * sad,
@@ -95,7 +95,7 @@ def _rowdot(A, Bm, offs, ok, san, sad, sbn, sbd, DIM, HEAD_DIM: tl.constexpr,
             BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
     """<a_i, b_i> row by row, fp32, (BLOCK_M,)."""
     acc = tl.zeros([BLOCK_M], tl.float32)
-    for c in tl.static_range(0, HEAD_DIM, BLOCK_D):
+    for c in range(0, HEAD_DIM, BLOCK_D):
         offs_d = c + tl.arange(0, BLOCK_D)
         msk = ok[:, None] & (offs_d[None, :] < DIM)
         a = tl.load(A + offs[:, None] * san + offs_d[None, :] * sad, mask=msk, other=0.0)
@@ -147,7 +147,7 @@ def _dma_fwd(Q, K, V, Bias, Gate, O, Dg, LSE,
     w = dg
     if HAS_GATE:
         w = w * tl.load(Gate + b * sgb + h * sgh + offs_m * sgn, mask=m_ok, other=0.0)
-    for c in tl.static_range(0, HEAD_DIM, BLOCK_D):
+    for c in range(0, HEAD_DIM, BLOCK_D):
         offs_d = c + tl.arange(0, BLOCK_D)
         md = m_ok[:, None] & (offs_d[None, :] < DIM)
         v = tl.load(V + offs_m[:, None] * svn + offs_d[None, :] * svd, mask=md, other=0.0)

@@ -66,6 +66,18 @@ def _swap_fwd(A, B, Mask, Mean, Std, OutS, OutA, OutB,
         tl.store(OutB + out, xb.to(OutB.dtype.element_ty), mask=ok)
 
 
+ELEMS_PER_PROGRAM = 2048  # patch elements per program (a memory-bound gather: modest tiles)
+
+
+def block_sizes(pqc: int, n: int):
+    """(BLOCK_P patches, BLOCK_E elements) per program for patches of pqc elements."""
+    block_e = triton.next_power_of_2(pqc)
+    block_p = max(1, min(triton.next_power_of_2(n), ELEMS_PER_PROGRAM // block_e))
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":  # whole-array numpy: bigger is faster
+        block_p = max(block_p, min(triton.next_power_of_2(n), 64))
+    return block_p, block_e
+
+
 def swap_fwd(frame_a, frame_b, mask, p, mean, std, out_dtype, want_a, want_b, channels_last):
     """Fused swap gather.
 
@@ -92,10 +104,7 @@ def swap_fwd(frame_a, frame_b, mask, p, mean, std, out_dtype, want_a, want_b, ch
     pqc = p * p * c
     outs = [_empty((bsz, n, pqc), frame_a, out_dtype) if want else None
             for want in (True, want_a, want_b)]
-    block_e = triton.next_power_of_2(pqc)
-    block_p = max(1, min(triton.next_power_of_2(n), 4096 // block_e if block_e <= 4096 else 1))
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        block_p = max(block_p, min(triton.next_power_of_2(n), 64))
+    block_p, block_e = block_sizes(pqc, n)
     mask_u8 = mask.view(torch.uint8)
     dummy = torch.empty(1, device=frame_a.device, dtype=torch.float32)
     grid = (triton.cdiv(n, block_p), bsz)

@@ -1,0 +1,129 @@
+"""DMA throughput: the authors' eager route, our reference, the chunked torch path,
+a library route (SDPA's log-sum-exp; xformers where importable), and the fused kernels.
+
+    python bench/bench_dma.py            # the issue's shapes (on a GPU)
+    python bench/bench_dma.py --quick    # small shapes, for a CPU machine
+
+Median ms, TFLOP/s (2*B*H*N^2*d counted for the forward, 2x that for the backward),
+peak extra memory (CUDA). Writes bench/results/<device>/bench_dma.{csv,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+from common import peak_mb, time_ms, write_table  # noqa: E402
+from micronbert.kernels import diagonal_micro_attention, triton_unavailable_reason  # noqa: E402
+
+AUTHORS = [(16, 1, 784, 512), (64, 1, 784, 512), (256, 1, 784, 512)]
+VIT = [(8, h, n, 64) for h in (6, 12) for n in (197, 785, 3137)]
+QUICK = [(2, 1, 784, 512), (1, 6, 197, 64), (1, 12, 785, 64)]
+
+
+def eager_authors(q, k, v):
+    """Their CrossAttention(diag_att=True): full attention, softmax, then the diagonal."""
+    attn = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return torch.diagonal(attn, dim1=-2, dim2=-1).unsqueeze(-1) * v
+
+
+def sdpa_lse(q, k, v):
+    """Library route: an attention kernel that returns the log-sum-exp; D from it."""
+    if q.is_cuda:
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)
+        lse = out[1][..., : q.shape[2]]
+    else:
+        lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[1]
+    s_ii = (q.float() * k.float()).sum(-1) * q.shape[-1] ** -0.5
+    return (torch.exp(s_ii - lse.float()).unsqueeze(-1) * v.float()).to(q.dtype)
+
+
+def providers(device):
+    p = {"authors_eager": eager_authors,
+         "reference": lambda q, k, v: diagonal_micro_attention(q, k, v, backend="reference"),
+         "torch_chunked": lambda q, k, v: diagonal_micro_attention(q, k, v, backend="torch"),
+         "library_sdpa_lse": sdpa_lse}
+    try:
+        import xformers.ops as xops  # noqa: F401
+        if device == "cuda":
+            def xf(q, k, v):
+                _, lse = xops.memory_efficient_attention_forward_requires_grad(
+                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+                s_ii = (q.float() * k.float()).sum(-1) * q.shape[-1] ** -0.5
+                return (torch.exp(s_ii - lse[..., : q.shape[2]].float()).unsqueeze(-1) * v).to(q.dtype)
+            p["library_xformers"] = xf
+    except Exception:
+        pass
+    if device == "cuda" and triton_unavailable_reason(torch.empty(1, device="cuda")) is None:
+        p["fused_triton"] = lambda q, k, v: diagonal_micro_attention(q, k, v, backend="triton")
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small shapes (CPU)")
+    ap.add_argument("--dtype", default=None, help="bf16 (GPU default) or fp32 (CPU default)")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+        args.dtype or ("bf16" if device == "cuda" else "fp32")]
+    shapes = QUICK if (args.quick or device == "cpu") else AUTHORS + VIT
+    rows = []
+    for (b, h, n, d) in shapes:
+        flops = 2 * b * h * n * n * d
+        for name, fn in providers(device).items():
+            q, k, v = (torch.randn(b, h, n, d, device=device, dtype=dtype, requires_grad=True)
+                       for _ in range(3))
+            for mode in ("fwd", "bwd", "fwd+bwd"):
+                if name.startswith("library") and mode != "fwd":
+                    continue  # their backward does not take a gradient through the lse
+                try:
+                    if mode == "fwd":
+                        run = lambda: fn(q, k, v)  # noqa: E731
+                    else:
+                        o = fn(q, k, v)
+                        go = torch.randn_like(o)
+                        if mode == "bwd":
+                            run = lambda: torch.autograd.grad(o, (q, k, v), go, retain_graph=True)  # noqa: E731
+                        else:
+                            run = lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), go)  # noqa: E731
+                    ms = time_ms(run, device)
+                    mem = peak_mb(run, device)
+                    f = flops * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
+                    rows.append({"provider": name, "B": b, "H": h, "N": n, "d": d, "mode": mode,
+                                 "dtype": str(dtype).replace("torch.", ""), "median_ms": ms,
+                                 "tflops": f / ms / 1e9, "peak_mb": mem})
+                except Exception as e:  # e.g. out of memory: reported, not hidden
+                    rows.append({"provider": name, "B": b, "H": h, "N": n, "d": d, "mode": mode,
+                                 "dtype": str(dtype).replace("torch.", ""), "median_ms": None,
+                                 "tflops": None, "peak_mb": f"error: {type(e).__name__}"})
+                print(rows[-1], flush=True)
+
+    def plot(path):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(8, 4))
+        labels = sorted({f"B{r['B']} H{r['H']} N{r['N']} d{r['d']}" for r in rows})
+        for prov in sorted({r["provider"] for r in rows}):
+            ys = []
+            for lab in labels:
+                m = [r["median_ms"] for r in rows if r["provider"] == prov and r["mode"] == "fwd"
+                     and f"B{r['B']} H{r['H']} N{r['N']} d{r['d']}" == lab]
+                ys.append(m[0] if m and m[0] else float("nan"))
+            ax.plot(labels, ys, marker="o", label=prov)
+        ax.set_ylabel("forward median ms (log)")
+        ax.set_yscale("log")
+        ax.tick_params(axis="x", rotation=20, labelsize=7)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    write_table("bench_dma", rows, device, plot)
+
+
+if __name__ == "__main__":
+    main()
