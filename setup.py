@@ -18,7 +18,7 @@ setup(
         "triton": ["triton>=3.6"],
         "dali": ["nvidia-dali-cuda120"],
         "xformers": ["xformers"],
-        "test": ["pytest", "pytest-benchmark", "scikit-learn", "triton>=3.6"],
+        "test": ["pytest", "pytest-benchmark", "scikit-learn", "triton>=3.6", "transformers"],
     },
     entry_points={"console_scripts": ["micronbert=micronbert.cli:main"]},
 )
