@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -122,36 +122,69 @@ def _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk):
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), db, dg
 
 
-class _DMATorch(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias, gate, scale, chunk):
-        o, d, lse = _dma_torch_fwd(q, k, v, bias, gate, scale, chunk)
-        ctx.save_for_backward(q, k, v, bias, gate, lse, d)
-        ctx.scale, ctx.chunk = scale, chunk
-        return o, d
+# --------------------------------------------------------------------------
+# The fused paths as PyTorch custom operators (torch.compile and CUDA graphs take
+# them without graph breaks): micronbert::dma_fwd / micronbert::dma_bwd, with a fake
+# (meta) implementation and the exact backward registered as their autograd.
+# backend "triton": the Triton kernels; "torch": the chunked PyTorch path.
+# --------------------------------------------------------------------------
+@torch.library.custom_op("micronbert::dma_fwd", mutates_args=())
+def _dma_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
+                gate: Optional[torch.Tensor], scale: float, backend: str,
+                chunk: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if backend == "triton":
+        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale)
+    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk)
 
-    @staticmethod
-    def backward(ctx, do, dd):
-        q, k, v, bias, gate, lse, d = ctx.saved_tensors
-        dq, dk, dv, db, dg = _dma_torch_bwd(q, k, v, bias, gate, ctx.scale, lse, d,
-                                            do, dd, ctx.chunk)
-        return dq, dk, dv, db, dg, None, None
+
+@_dma_fwd_op.register_fake
+def _(q, k, v, bias, gate, scale, backend, chunk):
+    b, h, n, _ = q.shape
+    return (q.new_empty(q.shape), q.new_empty((b, h, n), dtype=torch.float32),
+            q.new_empty((b, h, n), dtype=torch.float32))
 
 
-class _DMATriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias, gate, scale):
-        o, d, lse = _triton_impl().dma_fwd(q, k, v, bias, gate, scale)
-        ctx.save_for_backward(q, k, v, bias, gate, lse, d)
-        ctx.scale = scale
-        return o, d
+@torch.library.custom_op("micronbert::dma_bwd", mutates_args=())
+def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
+                gate: Optional[torch.Tensor], lse: torch.Tensor, d: torch.Tensor, do: torch.Tensor,
+                dd: Optional[torch.Tensor], scale: float, backend: str, chunk: int
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns dq, dk, dv, dbias, dgate; dbias/dgate are empty when bias/gate are None."""
+    if backend == "triton":
+        dq, dk, dv, db, dg = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse, d=d,
+                                                    do=do, dd=dd)
+    else:
+        dq, dk, dv, db, dg = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
+    return (dq, dk, dv, lse.new_empty(0) if db is None else db,
+            lse.new_empty(0) if dg is None else dg)
 
-    @staticmethod
-    def backward(ctx, do, dd):
-        q, k, v, bias, gate, lse, d = ctx.saved_tensors
-        dq, dk, dv, db, dg = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=ctx.scale,
-                                                 lse=lse, d=d, do=do, dd=dd)
-        return dq, dk, dv, db, dg, None
+
+@_dma_bwd_op.register_fake
+def _(q, k, v, bias, gate, lse, d, do, dd, scale, backend, chunk):
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
+            lse.new_empty(lse.shape if bias is not None else (0,)),
+            lse.new_empty(lse.shape if gate is not None else (0,)))
+
+
+def _dma_setup_context(ctx, inputs, output):
+    q, k, v, bias, gate, scale, backend, chunk = inputs
+    _, d, lse = output
+    ctx.save_for_backward(q, k, v, bias, gate, lse, d)
+    ctx.scale, ctx.backend, ctx.chunk = scale, backend, chunk
+
+
+def _dma_backward(ctx, do, dd, _dlse):
+    q, k, v, bias, gate, lse, d = ctx.saved_tensors
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (do, dd)):
+        raise RuntimeError("diagonal_micro_attention has no double backward (create_graph=True)")
+    with torch.no_grad():  # once differentiable: the backward itself is not differentiated
+        dq, dk, dv, db, dg = _dma_bwd_op(q, k, v, bias, gate, lse, d, do.contiguous(), dd,
+                                         ctx.scale, ctx.backend, ctx.chunk)
+    return (dq, dk, dv, db if bias is not None else None, dg if gate is not None else None,
+            None, None, None)
+
+
+_dma_fwd_op.register_autograd(_dma_backward, setup_context=_dma_setup_context)
 
 
 # --------------------------------------------------------------------------
@@ -246,13 +279,13 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
     backend = _resolve_backend(backend, q)
     if backend == "reference":
         o, d = dma_ref(q, k, v, bias, gate, scale)
-    elif backend == "torch":
-        chunk = chunk or max(1, min(n, (16 << 20) // max(1, b * h * n)))
-        o, d = _DMATorch.apply(q, k, v, bias, gate, scale, int(chunk))
     else:
-        if dim > MAX_HEAD_DIM:
+        if backend == "triton" and dim > MAX_HEAD_DIM:
             raise ValueError(f"DMA triton backend supports head dim <= {MAX_HEAD_DIM}, got {dim}")
-        o, d = _DMATriton.apply(q, k, v, bias, gate, scale)
+        chunk = int(chunk or max(1, min(n, (16 << 20) // max(1, b * h * n))))
+        bias = bias.contiguous() if bias is not None else None  # custom ops take no expanded views
+        gate = gate.contiguous() if gate is not None else None
+        o, d, _ = _dma_fwd_op(q, k, v, bias, gate, scale, backend, chunk)
     return (o, d) if return_diag else o
 
 
