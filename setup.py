@@ -13,10 +13,13 @@ setup(
     packages=["micronbert", "micronbert.data", "micronbert.kernels"],
     package_dir={"micronbert": "micronbert", "micronbert.kernels": "kernels"},
     # a range, so that a torch already installed (e.g. a CUDA build) is kept
-    install_requires=["torch>=2.4", "numpy", "tqdm", "matplotlib", "pillow", "scikit-image"],
+    install_requires=["torch>=2.4", "numpy", "scipy", "tqdm", "matplotlib", "pillow", "scikit-image",
+                      "pandas", "openpyxl", "av"],
     extras_require={
         "triton": ["triton>=3.6"],
         "dali": ["nvidia-dali-cuda120"],
+        "faces": ["opencv-python-headless<5"],
+        "tensorboard": ["tensorboard"],
         "xformers": ["xformers"],
         "test": ["pytest", "pytest-benchmark", "scikit-learn", "triton>=3.6", "transformers"],
     },

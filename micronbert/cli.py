@@ -1,4 +1,4 @@
-"""The ``micronbert`` command."""
+"""The ``micronbert`` command: synth, pretrain, evaluate (finetune), visualize, demo."""
 from __future__ import annotations
 
 import argparse
@@ -20,78 +20,259 @@ def roc_auc(scores, labels) -> float:
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
-def demo(args) -> dict:
-    """Synthesise micro-motion pairs from real faces, pre-train micronbert_tiny on the CPU,
-    and write micro-motion maps (before and after), the loss curve and results.json."""
+# ------------------------------------------------------------------ helpers
+def _model_from(args):
+    from . import create_model, load_checkpoint, load_official_checkpoint
+    if getattr(args, "checkpoint", None):
+        try:
+            return load_checkpoint(args.checkpoint)[0]
+        except Exception:
+            return load_official_checkpoint(args.checkpoint)
+    overrides = json.loads(args.overrides) if getattr(args, "overrides", None) else {}
+    if getattr(args, "reference", False):
+        overrides["fused"] = False
+    return create_model(args.model, **overrides)
+
+
+def _held_out_maps(model, table, masks_root):
+    """Micro-motion maps of onset -> apex for the clips in ``table``, and their ROC-AUC
+    against the ground-truth masks ``masks_root/<subject>/<clip>.png``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .data import normalize
+    from .data.io import read_frames
+    on, ap, truth = [], [], []
+    for r in table.itertuples():
+        fr = torch.from_numpy(read_frames(r.path, [r.onset_index, r.apex_index])).permute(0, 3, 1, 2)
+        on.append(fr[0])
+        ap.append(fr[1])
+        truth.append(np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127)
+    on, ap = torch.stack(on), torch.stack(ap)
+    maps = model.eval().micro_motion_map(normalize(on), normalize(ap))
+    truth = torch.from_numpy(np.stack(truth))
+    return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy())
+
+
+def _add_train_flags(p):
+    p.add_argument("--steps", type=int, default=1000, help="optimiser steps")
+    p.add_argument("--batch", type=int, default=64, help="batch size per process")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
+    p.add_argument("--lr", type=float, default=1.5e-4, help="peak learning rate")
+    p.add_argument("--min-lr", type=float, default=0.0, help="final learning rate of the cosine")
+    p.add_argument("--warmup", type=int, default=50, help="warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    p.add_argument("--ema", type=float, default=0.996, help="base momentum of the PoI EMA teacher")
+    p.add_argument("--delta", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"),
+                   help="frame distance range of the pairs")
+    p.add_argument("--samples-per-epoch", type=int, default=None, help="pairs per epoch (default 8 per clip)")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every this many steps")
+    p.add_argument("--resume", default=None, help="checkpoint to resume exactly from")
+    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tb")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples and the model")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="unreadable clip: stop with an error naming it, or skip and count it")
+
+
+def cmd_synth(args):
+    from .data.synthetic import write_synthetic_dataset
+    write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
+                            size=args.size, fps=args.fps, seed=args.seed, video=args.video)
+    print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/)")
+
+
+def cmd_pretrain(args):
     import torch
 
-    from . import create_model, save_checkpoint
-    from .data import normalize, synthetic_pairs
-    from .train import pretrain
-    from .viz import save_curves, save_motion_maps
-
-    os.makedirs(args.out, exist_ok=True)
+    from .data.pairs import PairLoader, find_clips
+    from .train import init_distributed, train
+    rank, world = init_distributed()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = create_model("micronbert_tiny")
-    size = model.config.img_size[0]
-    print(f"[demo] synthesising {args.pairs} training and {args.eval_pairs} held-out pairs "
-          f"({size} px) from scikit-image faces", flush=True)
-    tr_t, tr_n, _, _ = synthetic_pairs(args.pairs, size, seed=args.seed)
-    ev_t, ev_n, ev_m, _ = synthetic_pairs(args.eval_pairs, size, seed=args.seed + 1)
+    model = _model_from(args)
+    cfg = model.config
+    loader = PairLoader(find_clips(args.data), cfg.img_size[0], args.batch, cfg.patch_size,
+                        tuple(args.delta), args.seed, rank, world, cfg.mask_type, cfg.swap_ratio,
+                        args.samples_per_epoch, args.on_error)
+    rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
+                warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
+                ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
+                compile=args.compile, tensorboard=args.tensorboard)
+    if rank == 0:
+        print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
+                          "loader": loader.report | {"errors": loader.report["errors"][:5]}}))
+    return rec
 
-    def evaluate():
-        model.eval()
-        maps = model.micro_motion_map(normalize(ev_t), normalize(ev_n))
-        return maps, roc_auc(maps.numpy(), ev_m.numpy())
 
-    maps0, auc0 = evaluate()
-    g = torch.Generator().manual_seed(args.seed)
-
-    def batches(step):
-        idx = torch.randint(len(tr_t), (args.batch,), generator=g)
-        return normalize(tr_t[idx]), normalize(tr_n[idx])
-
-    t0 = time.time()
-    records = pretrain(model, batches, args.steps, lr=args.lr, warmup=max(1, args.steps // 20),
-                       log_path=os.path.join(args.out, "train_log.jsonl"),
-                       generator=torch.Generator().manual_seed(args.seed + 2))
-    train_s = time.time() - t0
-    maps1, auc1 = evaluate()
-    k = min(6, len(ev_t))
-    save_motion_maps(os.path.join(args.out, "motion_maps_untrained.png"), ev_t[:k], ev_n[:k],
-                     maps0[:k], ev_m[:k], title=f"untrained: map AUC {auc0:.3f}")
-    save_motion_maps(os.path.join(args.out, "motion_maps.png"), ev_t[:k], ev_n[:k], maps1[:k],
-                     ev_m[:k], title=f"after {args.steps} steps: map AUC {auc1:.3f}")
-    save_curves(os.path.join(args.out, "loss.png"), records)
-    save_checkpoint(os.path.join(args.out, "model.pt"), model, step=args.steps)
-    first = sum(r["rec_loss"] for r in records[:10]) / max(1, len(records[:10]))
-    last = sum(r["rec_loss"] for r in records[-10:]) / max(1, len(records[-10:]))
-    res = {"model": "micronbert_tiny", "steps": args.steps, "batch": args.batch,
-           "train_seconds": round(train_s, 1), "rec_loss_first10": first, "rec_loss_last10": last,
-           "map_auc": auc1, "map_auc_untrained": auc0, "eval_pairs": args.eval_pairs}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(res, f, indent=2)
-    print(json.dumps(res, indent=2))
-    print(f"[demo] wrote {args.out}/motion_maps.png, motion_maps_untrained.png, loss.png, "
-          f"results.json, model.pt, train_log.jsonl")
+def cmd_evaluate(args):
+    from .data.annotations import load_annotations
+    from .evaluate import evaluate
+    model = _model_from(args)
+    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs)
+    print(json.dumps({k: v for k, v in res.items() if k != "folds"}, indent=2))
     return res
 
 
+def cmd_visualize(args):
+    import numpy as np
+    import torch
+
+    from .data import normalize
+    from .data.io import read_frames
+    from .viz import save_motion_maps
+    model = _model_from(args).eval()
+    size = model.config.img_size
+    frames = read_frames(args.clip) if args.clip else np.stack(
+        [read_frames(args.frame_a)[0], read_frames(args.frame_b)[0]])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    x = torch.nn.functional.interpolate(x.float(), size=size, mode="area").round().clamp(0, 255).to(torch.uint8)
+    ref = x[:1].expand(len(x) - 1, -1, -1, -1)
+    maps = model.micro_motion_map(normalize(ref), normalize(x[1:]))
+    os.makedirs(args.out, exist_ok=True)
+    k = min(len(maps), 8)
+    idx = np.linspace(0, len(maps) - 1, k).round().astype(int)
+    save_motion_maps(os.path.join(args.out, "motion_maps.png"), ref[idx], x[1:][idx], maps[idx])
+    if args.clip and len(maps) > 1:
+        from .data.io import write_video
+        import matplotlib.cm as cm
+        over = (0.5 * x[1:].permute(0, 2, 3, 1).float().numpy()
+                + 0.5 * 255 * cm.jet(maps.numpy())[..., :3]).astype(np.uint8)
+        write_video(over, os.path.join(args.out, "motion_maps.mp4"), fps=args.fps)
+    print(f"[visualize] wrote {args.out}/motion_maps.png" + (" and motion_maps.mp4" if args.clip else ""))
+
+
+def demo(args) -> dict:
+    """Synthesise a micro-expression set from real faces, pre-train micronbert_tiny on the
+    CPU, evaluate the micro-motion maps on held-out subjects and LOSO recognition."""
+    import torch
+
+    from . import create_model
+    from .data.annotations import load_annotations
+    from .data.pairs import PairLoader
+    from .data.synthetic import write_synthetic_dataset
+    from .evaluate import evaluate
+    from .train import train
+    from .viz import save_curves, save_motion_maps
+
+    t_start = time.time()
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    data = os.path.join(args.out, "data")
+    print(f"[demo] 1/4 synthesising {args.subjects} subjects x 4 classes x {args.clips_per_class} clips "
+          f"-> {data}", flush=True)
+    write_synthetic_dataset(data, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
+                            seed=args.seed)
+    table = load_annotations("synthetic", data)
+    subjects = sorted(table.subject.unique())
+    held = subjects[-args.held_out:]
+    train_clips = sorted(table[~table.subject.isin(held)].path)
+    test_table = table[table.subject.isin(held)]
+    model = create_model("micronbert_tiny", **json.loads(args.overrides or "{}"))
+    *_, auc0 = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    print(f"[demo] 2/4 pre-training micronbert_tiny for {args.steps} steps on {len(train_clips)} clips",
+          flush=True)
+    loader = PairLoader(train_clips, 64, args.batch, 8, (1, 6), args.seed)
+    records = train(model, loader, args.steps, os.path.join(args.out, "pretrain"), lr=args.lr,
+                    warmup=max(1, args.steps // 20), ckpt_every=max(1, args.steps))
+    print("[demo] 3/4 micro-motion maps of held-out subjects", flush=True)
+    on, ap, maps, truth, auc1 = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    k = min(6, len(on))
+    save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
+                     title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
+                           f"(untrained {auc0:.3f})")
+    save_curves(os.path.join(args.out, "loss.png"), records)
+    print("[demo] 4/4 leave-one-subject-out recognition", flush=True)
+    res = evaluate(model, table, args.out, table.attrs["classes"])
+    out = {"map_auc": auc1, "map_auc_untrained": auc0,
+           "loso": {k: res[k] for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")},
+           "pretrain": {"steps": args.steps, "batch": args.batch,
+                        "rec_loss_first10": sum(r["rec_loss"] for r in records[:10]) / max(1, len(records[:10])),
+                        "rec_loss_last10": sum(r["rec_loss"] for r in records[-10:]) / max(1, len(records[-10:]))},
+           "seconds": round(time.time() - t_start, 1)}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    print(json.dumps(out, indent=2))
+    print(f"[demo] wrote {args.out}: motion_maps.png, confusion.png, loss.png, results.json, "
+          f"loso.json, folds.csv, pretrain/last.pt")
+    return out
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="micronbert", description=__doc__)
+    p = argparse.ArgumentParser(prog="micronbert", description="μ-BERT with fused kernels")
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="end-to-end demo on synthetic micro-motion of real faces (CPU)")
+
+    d = sub.add_parser("demo", help="end-to-end demo on synthetic micro-expressions of real faces (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder")
-    d.add_argument("--steps", type=int, default=400, help="pre-training steps")
+    d.add_argument("--steps", type=int, default=300, help="pre-training steps")
     d.add_argument("--batch", type=int, default=32, help="batch size")
     d.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    d.add_argument("--pairs", type=int, default=1024, help="training pairs to synthesise")
-    d.add_argument("--eval-pairs", type=int, default=64, help="held-out pairs for the map AUC")
+    d.add_argument("--subjects", type=int, default=8, help="synthetic subjects (faces)")
+    d.add_argument("--clips-per-class", type=int, default=3, help="clips per class and subject")
+    d.add_argument("--held-out", type=int, default=2, help="subjects held out of pre-training")
+    d.add_argument("--overrides", default=None, help="JSON of model config overrides")
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
+
+    s = sub.add_parser("synth", help="write a synthetic micro-expression dataset (CASME II layout)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--subjects", type=int, default=8, help="subjects (faces, at most 101)")
+    s.add_argument("--clips-per-class", type=int, default=3, help="clips per class and subject")
+    s.add_argument("--size", type=int, default=64, help="frame size in pixels")
+    s.add_argument("--fps", type=int, default=30, help="frame rate (the expression lasts <= 0.5 s)")
+    s.add_argument("--video", action="store_true", help="write H.264 videos instead of JPEG folders")
+    s.add_argument("--seed", type=int, default=0, help="seed")
+
+    for name in ("pretrain",):
+        t = sub.add_parser(name, help="pre-train (torchrun for several GPUs/processes)")
+        t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
+        t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt)")
+        t.add_argument("--model", default="micronbert_s8", help="named config")
+        t.add_argument("--overrides", default=None, help="JSON of config overrides")
+        t.add_argument("--checkpoint", default=None, help="start from these weights")
+        t.add_argument("--reference", action="store_true", help="the plain PyTorch reference path")
+        t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
+        _add_train_flags(t)
+
+    for name in ("evaluate", "finetune"):
+        e = sub.add_parser(name, help="LOSO fine-tuning of a light head and evaluation")
+        e.add_argument("--data", required=True, help="dataset root")
+        e.add_argument("--dataset", default="casme2", help="casme2 | synthetic")
+        e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
+        e.add_argument("--out", required=True, help="output folder")
+        e.add_argument("--model", default="micronbert_s8", help="named config (without --checkpoint)")
+        e.add_argument("--overrides", default=None, help="JSON of config overrides")
+        e.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
+        e.add_argument("--head-epochs", type=int, default=300, help="epochs of the head per fold")
+        e.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+
+    v = sub.add_parser("visualize", help="micro-motion maps of a frame pair, a clip or a video")
+    v.add_argument("--checkpoint", default=None, help="weights")
+    v.add_argument("--model", default="micronbert_s8", help="named config (without --checkpoint)")
+    v.add_argument("--overrides", default=None, help="JSON of config overrides")
+    v.add_argument("--clip", default=None, help="a video or frame folder (maps of every frame vs the first)")
+    v.add_argument("--frame-a", default=None, help="earlier frame (image file or folder)")
+    v.add_argument("--frame-b", default=None, help="later frame")
+    v.add_argument("--fps", type=int, default=10, help="frame rate of the MP4")
+    v.add_argument("--out", required=True, help="output folder")
+
     args = p.parse_args(argv)
-    if args.cmd == "demo":
-        demo(args)
+    if getattr(args, "config", None):
+        with open(args.config) as f:
+            conf = json.load(f)
+        defaults = p.parse_args([args.cmd, "--data", "x", "--out", "x"])
+        for k, val in conf.items():
+            key = k.replace("-", "_")
+            if not hasattr(args, key):
+                p.error(f"{args.config}: unknown setting {k!r}")
+            if getattr(args, key) == getattr(defaults, key):  # flags given on the line win
+                setattr(args, key, val)
+    if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
+        p.error("visualize needs --clip, or --frame-a and --frame-b")
+    {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
+     "finetune": cmd_evaluate, "visualize": cmd_visualize}[args.cmd](args)
     return 0
 
 

@@ -200,11 +200,14 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.momentum).add_(batch_center / count, alpha=1 - self.momentum)
 
 
-def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3)):
-    """A random crop per sample (area fraction in ``scale``), resized back to the input size."""
+def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3), rand=None):
+    """A random crop per sample (area fraction in ``scale``), resized back to the input size.
+    ``rand`` (B, 4) in [0, 1) fixes the draws (loaders give one per sample)."""
     b = images.shape[0]
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    r = torch.rand(b, 4, generator=generator, device=gdev).to(images.device)
+    if rand is None:
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        rand = torch.rand(b, 4, generator=generator, device=gdev)
+    r = rand.to(device=images.device, dtype=images.dtype)
     area = scale[0] + (scale[1] - scale[0]) * r[:, 0]
     logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * r[:, 1]
     aspect = torch.exp(logr)
@@ -383,8 +386,11 @@ class MicronBERT(nn.Module):
         torch._foreach_add_(dst, src, alpha=1 - momentum)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, frame_t, frame_next, swap_mask=None, generator=None):
+    def forward(self, frame_t, frame_next, swap_mask=None, generator=None, crop_rand=None):
         """Pre-training forward on a pair (I_t, I_{t+d}) of normalised frames (B, C, H, W).
+
+        ``swap_mask`` (B, N) bool, drawn with ``generator`` when None; ``crop_rand`` (B, 4)
+        fixes the PoI crop (drawn with ``generator`` when None).
 
         Returns a dict: loss, rec_loss, poi_loss, diag_loss, pred (B, N, p*p*C),
         diag (B, heads, N), swap_mask (B, N), poi_scores (B, N) or None.
@@ -404,7 +410,8 @@ class MicronBERT(nn.Module):
         views = [swapped, nxt]
         use_crop = self.training and cfg.poi_loss != "none" and cfg.lambda_poi > 0
         if use_crop:
-            views.append(self.patchify(random_resized_crop(frame_next, cfg.crop_scale, generator)))
+            views.append(self.patchify(random_resized_crop(frame_next, cfg.crop_scale, generator,
+                                                           rand=crop_rand)))
         x = self.backbone(torch.cat(views))  # one encoder pass: (V*B, 1+N, D)
         out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
         zero = out.new_zeros(()).float()

@@ -5,13 +5,33 @@ from micronbert.cli import main, roc_auc
 
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "5", "--batch", "4", "--pairs", "16",
-                 "--eval-pairs", "4"]) == 0
+    assert main(["demo", "--out", str(out), "--steps", "3", "--batch", "4", "--subjects", "3",
+                 "--clips-per-class", "1", "--held-out", "1"]) == 0
     res = json.loads((out / "results.json").read_text())
-    for k in ("map_auc", "map_auc_untrained", "rec_loss_first10", "rec_loss_last10"):
-        assert k in res
-    for f in ("motion_maps.png", "motion_maps_untrained.png", "loss.png", "model.pt", "train_log.jsonl"):
+    assert 0 <= res["map_auc"] <= 1 and 0 <= res["map_auc_untrained"] <= 1
+    for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects"):
+        assert k in res["loso"]
+    assert res["loso"]["n_subjects"] == 3 and res["loso"]["n_classes"] == 4
+    for f in ("motion_maps.png", "confusion.png", "loss.png", "loso.json", "pretrain/last.pt",
+              "pretrain/log.jsonl"):
         assert (out / f).stat().st_size > 0, f
+
+
+def test_synth_pretrain_evaluate_visualize_commands(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["synth", "--out", str(data), "--subjects", "2", "--clips-per-class", "1"]) == 0
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"steps": 2, "batch": 2, "warmup": 1, "ckpt_every": 1}))
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--model", "micronbert_tiny",
+                 "--config", str(conf), "--steps", "3"]) == 0
+    lines = (run / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # the flag won over the config file
+    assert main(["evaluate", "--data", str(data), "--dataset", "synthetic", "--out", str(tmp_path / "ev"),
+                 "--checkpoint", str(run / "last.pt"), "--head-epochs", "10"]) == 0
+    assert json.loads((tmp_path / "ev" / "loso.json").read_text())["n_subjects"] == 2
+    assert main(["visualize", "--checkpoint", str(run / "last.pt"), "--clip",
+                 str(data / "sub01" / "EP01_01"), "--out", str(tmp_path / "viz")]) == 0
+    assert (tmp_path / "viz" / "motion_maps.png").exists() and (tmp_path / "viz" / "motion_maps.mp4").exists()
 
 
 def test_roc_auc_matches_sklearn():

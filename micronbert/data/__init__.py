@@ -1,5 +1,10 @@
-"""Data for μ-BERT: face frames, pairs (I_t, I_{t+d}), synthetic micro-expressions."""
-from .synthetic import IMAGENET_MEAN, IMAGENET_STD, face_images, normalize, synthetic_pairs, warp_region
+"""Data for μ-BERT: frames, annotation sheets, pre-training pairs, synthetic micro-expressions."""
+from .annotations import CLASS_MAPS, label_of, load_annotations
+from .io import DataError, read_frames, write_video
+from .pairs import PairLoader, find_clips
+from .synthetic import (IMAGENET_MEAN, IMAGENET_STD, SYNTH_CLASSES, face_images, normalize,
+                        warp_region, write_synthetic_dataset)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "face_images", "normalize", "synthetic_pairs",
-           "warp_region"]
+__all__ = ["CLASS_MAPS", "label_of", "load_annotations", "DataError", "read_frames", "write_video",
+           "PairLoader", "find_clips", "IMAGENET_MEAN", "IMAGENET_STD", "SYNTH_CLASSES", "face_images",
+           "normalize", "warp_region", "write_synthetic_dataset"]

@@ -59,28 +59,79 @@ def warp_region(img: torch.Tensor, center, shift, sigma: float):
     return out, torch.sqrt(dy ** 2 + dx ** 2)
 
 
-def synthetic_pairs(n: int, size: int = 64, seed: int = 0, faces: torch.Tensor = None,
-                    max_shift: float = 3.0, min_shift: float = 1.0):
-    """``n`` pairs (I_t, I_{t+d}) with one small facial region moved 1-3 px.
+# --------------------------------------------------------------------------- datasets
+# class = region and direction; positions are fractions of the face crop (y, x),
+# shifts are unit directions (dy, dx) in image coordinates (y down)
+SYNTH_CLASSES = {
+    "left_brow_raise": ((0.36, 0.33), (-1.0, 0.0)),
+    "right_brow_raise": ((0.36, 0.67), (-1.0, 0.0)),
+    "left_mouth_corner_pull": ((0.74, 0.36), (-0.6, -0.8)),
+    "right_mouth_corner_pull": ((0.74, 0.64), (-0.6, 0.8)),
+}
 
-    Returns:
-        frame_t, frame_next: uint8 (n, 3, size, size); motion: bool (n, size, size)
-        where the displacement exceeds 0.25 px; subject: long (n,) face index.
-    """
+
+def synthetic_clip(face: torch.Tensor, cls: str, g: torch.Generator, n_frames: int = 12,
+                   fps: int = 30, min_shift: float = 1.0, max_shift: float = 3.0):
+    """One clip: uint8 (T, 3, H, W), the apex motion mask (H, W) and (onset, apex, offset)
+    0-based. Onset-apex-offset lasts at most 0.5 s at ``fps``."""
+    _, h, w = face.shape
+    span = min(n_frames - 2, int(0.5 * fps))
+    onset = 1
+    offset = onset + span
+    apex = onset + span // 2
+    (cy, cx), (dy, dx) = SYNTH_CLASSES[cls]
+    r = torch.rand(4, generator=g).tolist()
+    cy, cx = h * (cy + 0.04 * (r[0] - 0.5)), w * (cx + 0.04 * (r[1] - 0.5))
+    mag = min_shift + (max_shift - min_shift) * r[2]
+    sigma = w * (0.05 + 0.02 * r[3])
+    frames, apex_mask = [], None
+    for t in range(n_frames):
+        a = 0.0 if not onset < t < offset else math.sin(math.pi * (t - onset) / (offset - onset)) ** 2
+        img, disp = warp_region(face.float(), (cy, cx), (a * mag * dy, a * mag * dx), sigma)
+        frames.append(img)
+        if t == apex:
+            apex_mask = disp > 0.25
+    return torch.stack(frames).clamp(0, 255).round().to(torch.uint8), apex_mask, (onset, apex, offset)
+
+
+def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int = 3,
+                            size: int = 64, fps: int = 30, n_frames: int = 12, seed: int = 0,
+                            video: bool = False, progress: bool = True) -> str:
+    """Write a synthetic micro-expression set in the CASME II layout:
+    ``sub01/EP01_01/img1.jpg ...`` (or ``sub01/EP01_01.mp4`` with ``video``), the sheet
+    ``CASME2-coding-synthetic.xlsx``, and the apex motion masks ``masks/sub01/EP01_01.png``.
+    Returns ``out``."""
+    import os
+
+    import pandas as pd
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .io import write_video
+
+    faces = face_images(size)
+    if n_subjects > len(faces):
+        raise ValueError(f"at most {len(faces)} subjects (faces shipped with scikit-image)")
     g = torch.Generator().manual_seed(seed)
-    faces = face_images(size) if faces is None else faces
-    subj = torch.randint(len(faces), (n,), generator=g)
-    out_t, out_n, motion = [], [], []
-    for i in range(n):
-        img = faces[subj[i]].float()
-        r = torch.rand(5, generator=g).tolist()
-        cy, cx = size * (0.3 + 0.45 * r[0]), size * (0.25 + 0.5 * r[1])  # inside the face
-        mag = min_shift + (max_shift - min_shift) * r[2]
-        ang = 2 * math.pi * r[3]
-        sigma = size * (0.05 + 0.04 * r[4])
-        warped, disp = warp_region(img, (cy, cx), (mag * math.sin(ang), mag * math.cos(ang)), sigma)
-        out_t.append(img)
-        out_n.append(warped)
-        motion.append(disp > 0.25)
-    as_u8 = lambda xs: torch.stack(xs).clamp(0, 255).round().to(torch.uint8)  # noqa: E731
-    return as_u8(out_t), as_u8(out_n), torch.stack(motion), subj
+    rows = []
+    todo = [(s, c, k) for s in range(n_subjects) for c in SYNTH_CLASSES for k in range(clips_per_class)]
+    for i, (s, cls, k) in enumerate(tqdm(todo, desc="synth", disable=not progress, leave=False)):
+        subj = f"sub{s + 1:02d}"
+        clip = f"EP{list(SYNTH_CLASSES).index(cls) + 1:02d}_{k + 1:02d}"
+        frames, mask, (on, ap, off) = synthetic_clip(faces[s], cls, g, n_frames, fps)
+        os.makedirs(os.path.join(out, "masks", subj), exist_ok=True)
+        Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(
+            os.path.join(out, "masks", subj, clip + ".png"))
+        arr = frames.permute(0, 2, 3, 1).numpy()
+        if video:
+            os.makedirs(os.path.join(out, subj), exist_ok=True)
+            write_video(arr, os.path.join(out, subj, clip + ".mp4"), fps=fps)
+        else:
+            d = os.path.join(out, subj, clip)
+            os.makedirs(d, exist_ok=True)
+            for t, f in enumerate(arr):
+                Image.fromarray(f).save(os.path.join(d, f"img{t + 1}.jpg"), quality=97, subsampling=0)
+        rows.append({"Subject": s + 1, "Filename": clip, "OnsetFrame": on + 1, "ApexFrame": ap + 1,
+                     "OffsetFrame": off + 1, "Action Units": "", "Estimated Emotion": cls})
+    pd.DataFrame(rows).to_excel(os.path.join(out, "CASME2-coding-synthetic.xlsx"), index=False)
+    return out

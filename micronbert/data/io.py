@@ -1,0 +1,115 @@
+"""Reading and writing frames: video files (PyAV) and frame folders (Pillow)."""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional
+
+import numpy as np
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """Unreadable or inconsistent input; the message names the file."""
+
+
+def frame_number(name: str) -> int:
+    """The last integer in a file name: img46.jpg, reg_img46.jpg, 046.png -> 46."""
+    nums = re.findall(r"\d+", os.path.splitext(os.path.basename(name))[0])
+    if not nums:
+        raise DataError(f"{name}: no frame number in the file name")
+    return int(nums[-1])
+
+
+def list_frames(folder: str) -> List[str]:
+    """Image files of a frame folder in numeric order of their names."""
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: not a folder")
+    files = [f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS)]
+    if not files:
+        raise DataError(f"{folder}: no image files")
+    return [os.path.join(folder, f) for f in sorted(files, key=frame_number)]
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:  # grey (SAMM) -> 3 channels
+        a = np.repeat(a[..., None], 3, axis=-1)
+    elif a.shape[-1] == 4:
+        a = a[..., :3]
+    return np.ascontiguousarray(a)
+
+
+def read_image(path: str) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return _rgb(np.asarray(im.convert("L") if im.mode in ("L", "I;16", "I") else im.convert("RGB")))
+    except Exception as e:
+        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
+
+
+def read_frames(path: str, indices: Optional[List[int]] = None) -> np.ndarray:
+    """A video file or a frame folder -> uint8 (T, H, W, 3).
+
+    Frames of a folder are taken in numeric order of their file names; grey frames
+    become 3 channels. ``indices`` (0-based) reads only those frames.
+    """
+    if os.path.isdir(path):
+        files = list_frames(path)
+        if indices is not None:
+            bad = [i for i in indices if not 0 <= i < len(files)]
+            if bad:
+                raise DataError(f"{path}: frames {bad} out of range (0..{len(files) - 1})")
+            files = [files[i] for i in indices]
+        frames = [read_image(f) for f in files]
+        shapes = {f.shape for f in frames}
+        if len(shapes) != 1:
+            raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
+        return np.stack(frames)
+    if path.lower().endswith(VIDEO_EXTS):
+        return read_video(path, indices)
+    raise DataError(f"{path}: neither a frame folder nor a video file ({', '.join(VIDEO_EXTS)})")
+
+
+def read_video(path: str, indices: Optional[List[int]] = None) -> np.ndarray:
+    import av
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such video file")
+    want = set(indices) if indices is not None else None
+    frames = {}
+    try:
+        with av.open(path) as c:
+            for i, fr in enumerate(c.decode(video=0)):
+                if want is None or i in want:
+                    frames[i] = fr.to_ndarray(format="rgb24")
+                if want is not None and len(frames) == len(want):
+                    break
+    except Exception as e:
+        raise DataError(f"{path}: corrupt or unreadable video ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise DataError(f"{path}: no decodable frames")
+    if want is not None and len(frames) != len(want):
+        raise DataError(f"{path}: frames {sorted(want - set(frames))} missing (truncated video?)")
+    order = indices if indices is not None else sorted(frames)
+    return np.stack([frames[i] for i in order])
+
+
+def write_video(frames: np.ndarray, path: str, fps: int = 30, codec: str = "libx264",
+                crf: int = 10) -> None:
+    """uint8 (T, H, W, 3) -> a video file; a low CRF so 1 px motion survives the codec."""
+    import av
+    t, h, w, _ = frames.shape
+    with av.open(path, "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height = w, h
+        s.pix_fmt = "yuv444p" if codec == "libx264" else ("yuvj444p" if codec == "mjpeg" else "yuv420p")
+        if codec == "libx264":
+            s.options = {"crf": str(crf), "preset": "veryfast"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
