@@ -1,9 +1,10 @@
 """Pre-training pairs (I_t, I_{t+d}) from videos and frame folders (CPU loader).
 
-Every sample is a pure function of (seed, epoch, global index): the clip, t, d, the swap
-mask and the PoI crop's random numbers. So the samples are the same whatever the number
-of ranks (rank r takes every world_size-th sample of the epoch's order) and a loader
-resumes exactly from (epoch, position).
+Every sample is a pure function of (seed, epoch, global index): the clip, t, d and the PoI
+crop's random numbers; the swap masks of a global batch (all ranks' batches together) come
+from one vectorised draw seeded by (seed, epoch, global batch). So the samples are the same
+whatever the number of ranks at the same global batch (rank r takes the r-th slice of
+each global batch) and a loader resumes exactly from (epoch, position).
 """
 from __future__ import annotations
 
@@ -99,10 +100,15 @@ class PairLoader:
             raise DataError(f"{clip}: {t_len} frame(s), a pair needs 2")
         d = int(torch.randint(lo, min(hi, t_len - 1) + 1, (1,), generator=g)) if t_len - 1 >= lo else t_len - 1
         t = int(torch.randint(0, t_len - d, (1,), generator=g))
-        grid = self.size // self.p
-        mask = generate_swap_mask(self.mask_type, 1, grid, self.ratio, g)[0]
         crop = torch.rand(4, generator=g)
-        return self._resize(frames[t]), self._resize(frames[t + d]), mask, crop, (clip, t, d)
+        return self._resize(frames[t]), self._resize(frames[t + d]), crop, (clip, t, d)
+
+    def masks(self, epoch: int, global_batch: int) -> torch.Tensor:
+        """Swap masks of this rank's slice of a global batch: bool (B, N)."""
+        g = _sample_generator(self.seed, epoch, -1 - global_batch)
+        m = generate_swap_mask(self.mask_type, self.batch_size * self.world, self.size // self.p,
+                               self.ratio, g)
+        return m[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
     def __iter__(self):
         n = len(self)
@@ -111,12 +117,12 @@ class PairLoader:
                 self.epoch, self.position = self.epoch + 1, 0
                 return
             b0 = (self.position * self.world + self.rank) * self.batch_size
-            out = {"frame_t": [], "frame_next": [], "swap_mask": [], "crop_rand": [], "index": []}
+            out = {"frame_t": [], "frame_next": [], "crop_rand": [], "index": []}
             for i in range(b0, b0 + self.batch_size):
                 j = i
                 while True:
                     try:
-                        ft, fn, m, c, _ = self.sample(self.epoch, j)
+                        ft, fn, c, _ = self.sample(self.epoch, j)
                         break
                     except DataError as e:
                         if self.on_error == "raise":
@@ -124,9 +130,11 @@ class PairLoader:
                         self.report["skipped"] += 1
                         self.report["errors"].append(str(e))
                         j += self.samples_per_epoch  # a deterministic replacement
-                for k, v in zip(("frame_t", "frame_next", "swap_mask", "crop_rand", "index"),
-                                (ft, fn, m, c, torch.tensor(i))):
+                for k, v in zip(("frame_t", "frame_next", "crop_rand", "index"),
+                                (ft, fn, c, torch.tensor(i))):
                     out[k].append(v)
                 self.report["samples"] += 1
+            batch = {k: torch.stack(v) for k, v in out.items()}
+            batch["swap_mask"] = self.masks(self.epoch, self.position)
             self.position += 1
-            yield {k: torch.stack(v) for k, v in out.items()}
+            yield batch
