@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import peak_mb, time_ms, write_table  # noqa: E402
+from common import line_plot, peak_mb, time_ms, write_table  # noqa: E402
 from micronbert.kernels import diagonal_micro_attention, triton_unavailable_reason  # noqa: E402
 
 AUTHORS = [(16, 1, 784, 512), (64, 1, 784, 512), (256, 1, 784, 512)]
@@ -103,24 +103,13 @@ def main():
                 print(rows[-1], flush=True)
 
     def plot(path):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(8, 4))
         labels = sorted({f"B{r['B']} H{r['H']} N{r['N']} d{r['d']}" for r in rows})
+        series = {}
         for prov in sorted({r["provider"] for r in rows}):
-            ys = []
-            for lab in labels:
-                m = [r["median_ms"] for r in rows if r["provider"] == prov and r["mode"] == "fwd"
-                     and f"B{r['B']} H{r['H']} N{r['N']} d{r['d']}" == lab]
-                ys.append(m[0] if m and m[0] else float("nan"))
-            ax.plot(labels, ys, marker="o", label=prov)
-        ax.set_ylabel("forward median ms (log)")
-        ax.set_yscale("log")
-        ax.tick_params(axis="x", rotation=20, labelsize=7)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+            ms = {f"B{r['B']} H{r['H']} N{r['N']} d{r['d']}": r["median_ms"] for r in rows
+                  if r["provider"] == prov and r["mode"] == "fwd"}
+            series[prov] = (labels, [ms.get(lab) or float("nan") for lab in labels])
+        line_plot(path, series, "shape", "forward median ms", rotate=20)
 
     write_table("bench_dma", rows, device, plot)
 

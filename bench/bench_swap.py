@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import time_ms, write_table  # noqa: E402
+from common import line_plot, time_ms, write_table  # noqa: E402
 from micronbert.kernels import (blockwise_swap_patches, patchify, random_swap_mask,  # noqa: E402
                                 triton_unavailable_reason)
 
@@ -65,20 +65,9 @@ def main():
             print(rows[-1], flush=True)
 
     def plot(path):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for route in dict.fromkeys(r["route"] for r in rows):
-            pts = [(r["B"], r["GB_per_s"]) for r in rows if r["route"] == route]
-            ax.plot(*zip(*pts), marker="o", label=route)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("batch")
-        ax.set_ylabel("GB/s")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        series = {route: tuple(zip(*[(r["B"], r["GB_per_s"]) for r in rows if r["route"] == route]))
+                  for route in dict.fromkeys(r["route"] for r in rows)}
+        line_plot(path, series, "batch", "GB/s", logx=True)
 
     write_table("bench_swap", rows, device, plot)
 

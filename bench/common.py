@@ -85,3 +85,24 @@ def write_table(name: str, rows: list, device: str, plot=None) -> str:
         plot(os.path.join(folder, f"{name}.png"))
     print(text)
     return folder
+
+
+def line_plot(path, series: dict, xlabel: str, ylabel: str, logx=False, logy=True, rotate=0):
+    """One line per name in ``series`` (name -> (xs, ys)), saved as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.tick_params(axis="x", rotation=rotate, labelsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

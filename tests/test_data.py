@@ -145,3 +145,55 @@ def test_pair_loader_skip_and_report(synth, tmp_path):
     assert all(b["frame_t"].shape == (4, 3, 64, 64) for b in batches)
     with pytest.raises(DataError, match="broken.mp4"):
         list(PairLoader(clips, 64, 4, seed=0, samples_per_epoch=64))
+
+
+def _frames(folder, numbers, name, grey=False):
+    os.makedirs(folder, exist_ok=True)
+    for n in numbers:
+        a = np.zeros((8, 8) if grey else (8, 8, 3), np.uint8)
+        Image.fromarray(a).save(os.path.join(folder, name.format(n)))
+
+
+def test_samm_adapter(tmp_path):
+    root = tmp_path / "SAMM"
+    _frames(root / "006" / "006_1_2", range(5562, 5570), "006_{:05d}.jpg", grey=True)
+    _frames(root / "007" / "007_3_1", range(100, 106), "007_{:05d}.jpg", grey=True)
+    head = pd.DataFrame([["SAMM"] + [""] * 10] * 12)  # the 13 lines above the header
+    rows = pd.DataFrame([[6, "006_1_2", "x", 5562, 5566, 5569, 7, "Micro", "R12", "", "Happiness"],
+                         [7, "007_3_1", "x", 100, -1, 105, 5, "Micro", "4", "", "Anger"]],
+                        columns=["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame",
+                                 "Offset Frame", "Duration", "Type", "Action Units", "Notes",
+                                 "Estimated Emotion"])
+    with pd.ExcelWriter(root / "SAMM_Micro_FACS_Codes_v2.xlsx") as w:
+        head.to_excel(w, index=False, header=False)
+        rows.to_excel(w, index=False, startrow=13)
+    t = load_annotations("samm", str(root))
+    assert list(t.subject) == ["006", "007"] and list(t.label) == [1, 0]  # MEGC2019 3-class
+    assert t.apex[1] == 102 and "apex -1" in t.fixes[1]
+    assert read_frames(t.path[0]).shape == (8, 8, 8, 3)  # grey frames -> 3 channels
+
+
+def test_smic_adapter(tmp_path):
+    root = tmp_path / "HS"
+    _frames(root / "s1" / "micro" / "negative" / "s1_ne_01", range(10, 21), "image{:06d}.bmp")
+    _frames(root / "s2" / "micro" / "surprise" / "s2_sur_01", range(5, 10), "image{:06d}.bmp")
+    t = load_annotations("smic", str(root))
+    assert list(t.subject) == ["s1", "s2"] and list(t.emotion) == ["negative", "surprise"]
+    assert list(t.label) == [MEGC2019_3["negative"], MEGC2019_3["surprise"]]
+    assert (t.onset[0], t.apex[0], t.offset[0]) == (10, 15, 20)
+
+
+def test_casme3_adapter_and_class_maps(tmp_path):
+    root = tmp_path / "part_A"
+    _frames(root / "spNO.1" / "a" / "color", range(1, 9), "{}.jpg")
+    _frames(root / "spNO.2" / "b" / "color", range(1, 9), "{}.jpg")
+    df = pd.DataFrame([["spNO.1", "a", 2, 4, 7, "AU4", 1, "disgust"],
+                       ["spNO.2", "b", 1, 3, 8, "AU12", 2, "happy"]],
+                      columns=["Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class",
+                               "emotion"])
+    with pd.ExcelWriter(root / "cas(me)3_part_A_ME_label.xlsx") as w:
+        pd.DataFrame({"x": [1]}).to_excel(w, sheet_name="readme", index=False)
+        df.to_excel(w, sheet_name="label", index=False)
+    assert list(load_annotations("casme3", str(root)).label) == [1, 0]
+    assert list(load_annotations("casme3", str(root), "casme3_4").label) == [1, 0]
+    assert list(load_annotations("casme3", str(root), "casme3_3").label) == [1, 0]

@@ -1,0 +1,110 @@
+"""Pre-training throughput of micronbert_s8 by route:
+
+  authors   their arithmetic: explicit softmax attention in every block, the per-sample
+            Python swap loop, the N x N DMA (our reference path with their swap loop);
+  reference our plain PyTorch path (fused=False);
+  fused     fused kernels (Triton DMA and swap on CUDA, chunked torch DMA on the CPU), SDPA;
+  compiled  fused + torch.compile (the ops are custom operators: no graph breaks).
+
+    python bench/bench_train.py                 # GPU: B in {16, 64}, bf16 autocast
+    python bench/bench_train.py --batches 2     # a CPU machine
+
+images/s counts pairs per second of full training steps (forward, backward, AdamW);
+model FLOPs are counted once (torch.utils.flop_counter on the reference route, fwd+bwd);
+MFU = achieved model FLOP/s over the device's dense bf16 peak (known GPUs only).
+Writes bench/results/<device>/bench_train.{csv,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import nullcontext
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+import micronbert.model as M  # noqa: E402
+from common import line_plot, peak_mb, time_ms, write_table  # noqa: E402
+from micronbert import create_model  # noqa: E402
+from micronbert.kernels import patchify, random_swap_mask  # noqa: E402
+from micronbert.train import make_optimizer  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def authors_swap(frame_a, frame_b, mask, p, **_):
+    """Their random_replace: a Python loop over the samples."""
+    x, y = patchify(frame_a, p), patchify(frame_b, p)
+    s = x.clone()
+    for i in range(x.shape[0]):
+        idx = mask[i].nonzero().squeeze(-1)
+        s[i][idx] = y[i][idx]
+    return s, x, y
+
+
+def make_step(route, batch, device, amp):
+    torch.manual_seed(0)
+    model = create_model("micronbert_s8", fused=route not in ("authors", "reference")).to(device).train()
+    opt = make_optimizer(model, 1e-4)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = x + 0.05 * torch.randn_like(x)
+    mask = random_swap_mask(batch, 28, 0.5, device=device)
+    net = torch.compile(model) if route == "compiled" else model
+    swap = authors_swap if route == "authors" else M.blockwise_swap_patches
+
+    def step():
+        M.blockwise_swap_patches, saved = swap, M.blockwise_swap_patches
+        try:
+            with amp:
+                out = net(x, y, swap_mask=mask)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            model.update_teacher(0.996)
+        finally:
+            M.blockwise_swap_patches = saved
+    return step
+
+
+def model_flops(batch, device):
+    from torch.utils.flop_counter import FlopCounterMode
+    model = create_model("micronbert_s8", fused=False).to(device).train()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    with FlopCounterMode(display=False) as fc:
+        model(x, x + 0.01, swap_mask=random_swap_mask(batch, 28, 0.5, device=device))["loss"].backward()
+    return fc.get_total_flops()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batches", type=int, nargs="+", default=None)
+    ap.add_argument("--routes", nargs="+", default=["authors", "reference", "fused", "compiled"])
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    batches = args.batches or ([16, 64] if device == "cuda" else [2])
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
+    name = torch.cuda.get_device_name() if device == "cuda" else ""
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    rows = []
+    for b in batches:
+        flops = model_flops(b, device)
+        for route in args.routes:
+            step = make_step(route, b, device, amp)
+            ms = time_ms(step, device, warmup=2 if route != "compiled" else 3, reps=3)
+            tflops = flops / ms / 1e9
+            rows.append({"route": route, "B": b, "median_ms": ms, "images_per_s": b / ms * 1e3,
+                         "model_tflop_per_step": flops / 1e12, "achieved_tflops": tflops,
+                         "mfu": tflops / peak if peak else None, "peak_mb": peak_mb(step, device)})
+            print(rows[-1], flush=True)
+
+    def plot(path):
+        series = {r: tuple(zip(*[(x["B"], x["images_per_s"]) for x in rows if x["route"] == r]))
+                  for r in dict.fromkeys(x["route"] for x in rows)}
+        line_plot(path, series, "batch", "images/s", logx=True)
+
+    write_table("bench_train", rows, device, plot)
+
+
+if __name__ == "__main__":
+    main()
