@@ -21,7 +21,8 @@ setup(
         "faces": ["opencv-python-headless<5"],
         "tensorboard": ["tensorboard"],
         "xformers": ["xformers"],
-        "test": ["pytest", "pytest-benchmark", "scikit-learn", "triton>=3.6", "transformers"],
+        "test": ["pytest", "pytest-benchmark", "scikit-learn", "triton>=3.6", "transformers",
+                 "opencv-python-headless<5", "nvidia-dali-cuda120"],
     },
     entry_points={"console_scripts": ["micronbert=micronbert.cli:main"]},
 )

@@ -197,3 +197,69 @@ def test_casme3_adapter_and_class_maps(tmp_path):
     assert list(load_annotations("casme3", str(root)).label) == [1, 0]
     assert list(load_annotations("casme3", str(root), "casme3_4").label) == [1, 0]
     assert list(load_annotations("casme3", str(root), "casme3_3").label) == [1, 0]
+
+
+def test_face_crop_is_stable_cached_and_says_when_no_face(tmp_path):
+    pytest.importorskip("cv2")
+    from skimage import data
+
+    from micronbert.data.faces import cached_face_box, clip_face_box, crop_clip
+    img = data.astronaut()
+    clip = np.stack([img, np.roll(img, 1, axis=1), img])  # 1 px of motion
+    box = clip_face_box(clip)
+    x0, y0, x1, y1 = box
+    assert x1 - x0 == y1 - y0 and 150 < x0 + (x1 - x0) / 2 < 260 and 70 < y0 + (y1 - y0) / 2 < 170
+    assert crop_clip(clip, box).shape[1:3] == (y1 - y0, x1 - x0)
+    assert cached_face_box("clip", clip, str(tmp_path)) == box
+    assert len(list(tmp_path.iterdir())) == 1
+    assert cached_face_box("clip", clip, str(tmp_path)) == box  # from the cache
+    with pytest.raises(DataError, match="no face found"):
+        clip_face_box(np.zeros((2, 64, 64, 3), np.uint8), name="blank")
+
+
+def _dali_or_skip():
+    pytest.importorskip("nvidia.dali")
+
+
+def test_dali_cpu_pipeline_matches_cpu_loader_on_jpeg_frames(synth):
+    _dali_or_skip()
+    from micronbert.data.pairs import DaliPairLoader
+    clips = find_clips(synth)
+    kw = dict(size=64, batch_size=4, delta=(1, 4), seed=2, samples_per_epoch=16)
+    cpu, dali = list(PairLoader(clips, **kw)), list(DaliPairLoader(clips, device="cpu", **kw))
+    assert len(cpu) == len(dali) == 4
+    for a, b in zip(cpu, dali):
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["swap_mask"], b["swap_mask"])
+        for k in ("frame_t", "frame_next"):
+            diff = (a[k].int() - b[k].int()).abs()
+            assert diff.float().mean() < 0.5 and diff.max() <= 8, (k, diff.float().mean(), diff.max())
+
+
+def test_dali_cpu_pipeline_matches_cpu_loader_on_mjpeg_video(tmp_path):
+    _dali_or_skip()
+    from micronbert.data.pairs import DaliPairLoader
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(3):
+        base = rng.integers(0, 255, (1, 48, 48, 3))
+        frames = np.clip(base + rng.integers(-20, 20, (10, 48, 48, 3)), 0, 255).astype(np.uint8)
+        clips.append(str(tmp_path / f"v{i}.avi"))
+        write_video(frames, clips[-1], fps=10, codec="mjpeg")
+    kw = dict(size=48, batch_size=3, delta=(1, 5), seed=1, samples_per_epoch=9)
+    for a, b in zip(PairLoader(clips, **kw), DaliPairLoader(clips, device="cpu", **kw)):
+        for k in ("frame_t", "frame_next"):
+            assert (a[k].int() - b[k].int()).abs().float().mean() < 0.5
+
+
+def test_dali_loader_bad_input(tmp_path, synth):
+    _dali_or_skip()
+    from micronbert.data.pairs import DaliPairLoader
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"junk" * 10)
+    with pytest.raises(DataError, match="one kind"):
+        DaliPairLoader(find_clips(synth) + [str(bad)], 64, 2, device="cpu")
+    with pytest.raises(DataError, match="broken.avi"):
+        list(DaliPairLoader([str(bad)], 64, 2, device="cpu", samples_per_epoch=4))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs CUDA"):
+            DaliPairLoader(find_clips(synth), 64, 2, device="gpu")

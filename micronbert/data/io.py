@@ -97,6 +97,24 @@ def read_video(path: str, indices: Optional[List[int]] = None) -> np.ndarray:
     return np.stack([frames[i] for i in order])
 
 
+def count_frames(path: str) -> int:
+    """Frames of a video (from the stream header, else by demuxing) or of a frame folder."""
+    if os.path.isdir(path):
+        return len(list_frames(path))
+    import av
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such video file")
+    try:
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            n = s.frames or sum(1 for p in c.demux(s) if p.size)
+    except Exception as e:
+        raise DataError(f"{path}: corrupt or unreadable video ({type(e).__name__}: {e})") from e
+    if n <= 0:
+        raise DataError(f"{path}: no frames")
+    return n
+
+
 def write_video(frames: np.ndarray, path: str, fps: int = 30, codec: str = "libx264",
                 crf: int = 10) -> None:
     """uint8 (T, H, W, 3) -> a video file; a low CRF so 1 px motion survives the codec."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import generate_swap_mask
-from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, read_frames
+from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, count_frames, read_frames
 
 
 def find_clips(root: str) -> List[str]:
@@ -49,7 +49,8 @@ class PairLoader:
     def __init__(self, clips: Sequence[str], size: int, batch_size: int, patch_size: int = 8,
                  delta: Tuple[int, int] = (1, 4), seed: int = 0, rank: int = 0, world_size: int = 1,
                  mask_type: str = "block", swap_ratio: float = 0.5, samples_per_epoch: Optional[int] = None,
-                 on_error: str = "raise", cache_clips: int = 64):
+                 on_error: str = "raise", cache_clips: int = 64, face_cache: Optional[str] = None,
+                 workers: int = 1):
         if not clips:
             raise DataError("no clips to sample from")
         if batch_size % 1 or batch_size <= 0:
@@ -61,7 +62,11 @@ class PairLoader:
         self.epoch, self.position = 0, 0  # position: batches of this rank already yielded
         self.report = {"samples": 0, "skipped": 0, "errors": []}
         self._cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self._lengths = {}
         self._cache_n = cache_clips
+        self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
+        self.workers = workers  # decoding threads (PIL and PyAV release the GIL)
+        self._pool = None
 
     # ---------------------------------------------------------------- state
     def __len__(self):  # batches per epoch, per rank
@@ -76,32 +81,65 @@ class PairLoader:
     # ---------------------------------------------------------------- samples
     def _frames(self, path):
         if path not in self._cache:
-            self._cache[path] = read_frames(path)
+            frames = read_frames(path)
+            if self.face_cache:
+                from .faces import cached_face_box, crop_clip
+                frames = crop_clip(frames, cached_face_box(path, frames, self.face_cache))
+            self._cache[path] = frames
             if len(self._cache) > self._cache_n:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(path)
         return self._cache[path]
 
     def _resize(self, f: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(f).permute(2, 0, 1)
+        x = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)
         if x.shape[1:] != (self.size, self.size):
             x = F.interpolate(x[None].float(), size=(self.size, self.size), mode="area")[0]
             x = x.round().clamp(0, 255).to(torch.uint8)
         return x
 
-    def sample(self, epoch: int, index: int):
-        """The sample at global ``index`` of ``epoch``: (frame_t, frame_next, mask, crop_rand)."""
+    def _length(self, clip):
+        if clip not in self._lengths:
+            self._lengths[clip] = count_frames(clip)
+        return self._lengths[clip]
+
+    def choose(self, epoch: int, index: int):
+        """The sample at global ``index`` of ``epoch``: (clip, t, d, crop_rand), no decoding."""
         g = _sample_generator(self.seed, epoch, index)
         clip = self.clips[int(torch.randint(len(self.clips), (1,), generator=g))]
-        frames = self._frames(clip)
-        t_len = len(frames)
+        t_len = self._length(clip)
         lo, hi = self.delta
         if t_len < 2:
             raise DataError(f"{clip}: {t_len} frame(s), a pair needs 2")
         d = int(torch.randint(lo, min(hi, t_len - 1) + 1, (1,), generator=g)) if t_len - 1 >= lo else t_len - 1
         t = int(torch.randint(0, t_len - d, (1,), generator=g))
-        crop = torch.rand(4, generator=g)
+        return clip, t, d, torch.rand(4, generator=g)
+
+    def sample(self, epoch: int, index: int):
+        """Decoded: (frame_t, frame_next, crop_rand, (clip, t, d))."""
+        clip, t, d, crop = self.choose(epoch, index)
+        frames = self._frames(clip)
         return self._resize(frames[t]), self._resize(frames[t + d]), crop, (clip, t, d)
+
+    def _pair(self, spec):
+        clip, t, d = spec
+        if self._cache_n == 0 and not self.face_cache:  # no cache: decode the two frames only
+            a, b = read_frames(clip, [t, t + d])
+        else:
+            frames = self._frames(clip)
+            a, b = frames[t], frames[t + d]
+        return self._resize(a), self._resize(b)
+
+    def decode(self, specs):
+        """Frames of a batch of chosen samples: uint8 (B, 3, S, S) twice (CPU decoding)."""
+        if self.workers > 1 and self._cache_n == 0:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._pool = ThreadPoolExecutor(self.workers)
+            pairs = list(self._pool.map(self._pair, specs))
+        else:
+            pairs = [self._pair(s) for s in specs]
+        return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
     def masks(self, epoch: int, global_batch: int) -> torch.Tensor:
         """Swap masks of this rank's slice of a global batch: bool (B, N)."""
@@ -117,12 +155,14 @@ class PairLoader:
                 self.epoch, self.position = self.epoch + 1, 0
                 return
             b0 = (self.position * self.world + self.rank) * self.batch_size
-            out = {"frame_t": [], "frame_next": [], "crop_rand": [], "index": []}
+            specs, crops = [], []
             for i in range(b0, b0 + self.batch_size):
                 j = i
                 while True:
                     try:
-                        ft, fn, c, _ = self.sample(self.epoch, j)
+                        clip, t, d, c = self.choose(self.epoch, j)
+                        if not isinstance(self, DaliPairLoader) and self._cache_n:
+                            self._frames(clip)  # decode now, so a bad clip is caught here
                         break
                     except DataError as e:
                         if self.on_error == "raise":
@@ -130,11 +170,114 @@ class PairLoader:
                         self.report["skipped"] += 1
                         self.report["errors"].append(str(e))
                         j += self.samples_per_epoch  # a deterministic replacement
-                for k, v in zip(("frame_t", "frame_next", "crop_rand", "index"),
-                                (ft, fn, c, torch.tensor(i))):
-                    out[k].append(v)
+                specs.append((clip, t, d))
+                crops.append(c)
                 self.report["samples"] += 1
-            batch = {k: torch.stack(v) for k, v in out.items()}
-            batch["swap_mask"] = self.masks(self.epoch, self.position)
+            ft, fn = self.decode(specs)
+            batch = {"frame_t": ft, "frame_next": fn, "crop_rand": torch.stack(crops),
+                     "index": torch.arange(b0, b0 + self.batch_size),
+                     "swap_mask": self.masks(self.epoch, self.position)}
             self.position += 1
             yield batch
+
+
+class DaliPairLoader(PairLoader):
+    """The same samples as ``PairLoader``, decoded by an NVIDIA DALI pipeline.
+
+    On a GPU (``device="gpu"``) JPEG frames are decoded by nvJPEG and videos (H.264, HEVC,
+    VP8/9, AV1, MJPEG) by NVDEC in DALI's ``mixed`` backend, and the batch comes out as
+    CUDA uint8 tensors, resized on the device, ready for the fused swap kernel (which
+    normalises). Without a GPU the same pipeline runs on the CPU where DALI can: JPEG
+    frames, and VP8/VP9/MJPEG video. All clips of one loader are frame folders, or all
+    are videos. Pixels agree with ``PairLoader`` within codec rounding.
+    """
+
+    def __init__(self, *args, device: Optional[str] = None, num_threads: int = 2, **kw):
+        super().__init__(*args, **kw)
+        try:
+            import nvidia.dali  # noqa: F401
+        except ImportError as e:
+            raise ImportError("DaliPairLoader needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
+                              "(or the extra micronbert-fused[dali])") from e
+        if self.face_cache:
+            raise NotImplementedError("face cropping is not in the DALI pipeline yet; use PairLoader")
+        self.device = device or ("gpu" if torch.cuda.is_available() else "cpu")
+        if self.device == "gpu" and not torch.cuda.is_available():
+            raise RuntimeError("DaliPairLoader(device='gpu') needs CUDA; this machine has none")
+        kinds = {os.path.isdir(c) for c in self.clips}
+        if len(kinds) != 1:
+            raise DataError("DaliPairLoader takes clips of one kind: all frame folders or all videos")
+        self.video = kinds == {False}
+        self.num_threads = num_threads
+        self._pipe = None
+
+    def _build(self):
+        import nvidia.dali as dali
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        dev = "mixed" if self.device == "gpu" else "cpu"
+        pipe = dali.Pipeline(batch_size=self.batch_size, num_threads=self.num_threads,
+                             device_id=torch.cuda.current_device() if self.device == "gpu" else None,
+                             prefetch_queue_depth=1)
+        with pipe:
+            if self.video:
+                enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
+                start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
+                stride = fn.external_source(name="stride", dtype=types.INT32, ndim=0)
+                pipe.set_outputs(fn.decoders.video(enc, device=dev, start_frame=start, stride=stride,
+                                                   sequence_length=2))
+            else:
+                a = fn.external_source(name="a", dtype=types.UINT8, ndim=1)
+                b = fn.external_source(name="b", dtype=types.UINT8, ndim=1)
+                pipe.set_outputs(fn.decoders.image(a, device=dev, output_type=types.RGB),
+                                 fn.decoders.image(b, device=dev, output_type=types.RGB))
+        pipe.build()
+        self._pipe = pipe
+
+    def _to_torch(self, tl, i):
+        if self.device == "gpu":
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+            t = tl[i]
+            out = torch.empty(t.shape(), dtype=torch.uint8, device="cuda")
+            feed_ndarray(t, out)
+            return out
+        return torch.from_numpy(np.array(tl[i]))
+
+    def _resize_t(self, x):  # (H, W, 3) uint8 on the device -> (3, S, S)
+        x = x.permute(2, 0, 1)
+        if x.shape[1:] != (self.size, self.size):
+            x = F.interpolate(x[None].float(), size=(self.size, self.size), mode="area")[0]
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        return x
+
+    def decode(self, specs):
+        if self._pipe is None:
+            self._build()
+        p = self._pipe
+        try:
+            if self.video:
+                p.feed_input("enc", [np.fromfile(c, dtype=np.uint8) for c, _, _ in specs])
+                p.feed_input("start", [np.int32(t) for _, t, _ in specs])
+                p.feed_input("stride", [np.int32(d) for _, _, d in specs])
+                (seq,) = p.run()
+                pairs = [self._to_torch(seq, i) for i in range(len(specs))]
+                ft = [self._resize_t(s[0]) for s in pairs]
+                fn_ = [self._resize_t(s[1]) for s in pairs]
+            else:
+                from .io import list_frames
+                files = []
+                for c, t, d in specs:
+                    names = list_frames(c)
+                    files.append((names[t], names[t + d]))
+                p.feed_input("a", [np.fromfile(a, dtype=np.uint8) for a, _ in files])
+                p.feed_input("b", [np.fromfile(b, dtype=np.uint8) for _, b in files])
+                oa, ob = p.run()
+                ft = [self._resize_t(self._to_torch(oa, i)) for i in range(len(specs))]
+                fn_ = [self._resize_t(self._to_torch(ob, i)) for i in range(len(specs))]
+        except DataError:
+            raise
+        except Exception as e:
+            self._pipe = None
+            raise DataError(f"DALI could not decode the batch {sorted({c for c, _, _ in specs})}: "
+                            f"{type(e).__name__}: {str(e)[:300]}") from e
+        return torch.stack(ft), torch.stack(fn_)
