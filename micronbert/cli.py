@@ -75,6 +75,11 @@ def _add_train_flags(p):
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and the model")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="unreadable clip: stop with an error naming it, or skip and count it")
+    p.add_argument("--face-cache", default=None,
+                   help="crop every clip to its face (OpenCV Haar), boxes cached in this folder")
+    p.add_argument("--dali", action="store_true",
+                   help="decode with NVIDIA DALI (GPU: nvJPEG/NVDEC; CPU: JPEG, VP8/9, MJPEG)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads of the CPU loader")
 
 
 def cmd_synth(args):
@@ -87,15 +92,17 @@ def cmd_synth(args):
 def cmd_pretrain(args):
     import torch
 
-    from .data.pairs import PairLoader, find_clips
+    from .data.pairs import DaliPairLoader, PairLoader, find_clips
     from .train import init_distributed, train
     rank, world = init_distributed()
     torch.manual_seed(args.seed)
     model = _model_from(args)
     cfg = model.config
-    loader = PairLoader(find_clips(args.data), cfg.img_size[0], args.batch, cfg.patch_size,
-                        tuple(args.delta), args.seed, rank, world, cfg.mask_type, cfg.swap_ratio,
-                        args.samples_per_epoch, args.on_error)
+    kind = DaliPairLoader if args.dali else PairLoader
+    extra = {} if args.dali else {"workers": args.workers}
+    loader = kind(find_clips(args.data), cfg.img_size[0], args.batch, cfg.patch_size,
+                  tuple(args.delta), args.seed, rank, world, cfg.mask_type, cfg.swap_ratio,
+                  args.samples_per_epoch, args.on_error, face_cache=args.face_cache, **extra)
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
                 ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
