@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import line_plot, time_ms, write_table  # noqa: E402
+from common import line_plot, series_by, time_ms, write_table  # noqa: E402
 from micronbert.kernels import (blockwise_swap_patches, patchify, random_swap_mask,  # noqa: E402
                                 triton_unavailable_reason)
 
@@ -65,9 +65,7 @@ def main():
             print(rows[-1], flush=True)
 
     def plot(path):
-        series = {route: tuple(zip(*[(r["B"], r["GB_per_s"]) for r in rows if r["route"] == route]))
-                  for route in dict.fromkeys(r["route"] for r in rows)}
-        line_plot(path, series, "batch", "GB/s", logx=True)
+        line_plot(path, series_by(rows, "route", "B", "GB_per_s"), "batch", "GB/s", logx=True)
 
     write_table("bench_swap", rows, device, plot)
 

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import micronbert.model as M  # noqa: E402
-from common import line_plot, peak_mb, time_ms, write_table  # noqa: E402
+from common import line_plot, series_by, peak_mb, time_ms, write_table  # noqa: E402
 from micronbert import create_model  # noqa: E402
 from micronbert.kernels import patchify, random_swap_mask  # noqa: E402
 from micronbert.train import make_optimizer  # noqa: E402
@@ -99,9 +99,7 @@ def main():
             print(rows[-1], flush=True)
 
     def plot(path):
-        series = {r: tuple(zip(*[(x["B"], x["images_per_s"]) for x in rows if x["route"] == r]))
-                  for r in dict.fromkeys(x["route"] for x in rows)}
-        line_plot(path, series, "batch", "images/s", logx=True)
+        line_plot(path, series_by(rows, "route", "B", "images_per_s"), "batch", "images/s", logx=True)
 
     write_table("bench_train", rows, device, plot)
 

@@ -106,3 +106,9 @@ def line_plot(path, series: dict, xlabel: str, ylabel: str, logx=False, logy=Tru
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def series_by(rows, key: str, x: str, y: str) -> dict:
+    """{rows[key]: (xs, ys)} in first-seen order, for line_plot."""
+    return {k: tuple(zip(*[(r[x], r[y]) for r in rows if r[key] == k]))
+            for k in dict.fromkeys(r[key] for r in rows)}
