@@ -1,7 +1,7 @@
 """Configuration of μ-BERT: one dataclass, named configs, ``create_model``."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional, Tuple, Union
 
 

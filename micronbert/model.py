@@ -9,7 +9,6 @@ Parameter names follow the authors' code (``backbone.*``, ``att.*``,
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch

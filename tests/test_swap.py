@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from micronbert.kernels import (blockwise_swap_patches, patchify, random_swap_mask,
-                                swap_patches_ref, swap_tokens, unpatchify)
+from micronbert.kernels import (blockwise_swap_patches, patchify, random_swap_mask, swap_tokens,
+                                unpatchify)
 from conftest import triton_or_skip
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

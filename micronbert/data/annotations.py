@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 from .io import DataError, frame_number, list_frames
 
