@@ -42,14 +42,10 @@ def _held_out_maps(model, table, masks_root):
     from PIL import Image
 
     from .data import normalize
-    from .data.io import read_frames
-    on, ap, truth = [], [], []
-    for r in table.itertuples():
-        fr = torch.from_numpy(read_frames(r.path, [r.onset_index, r.apex_index])).permute(0, 3, 1, 2)
-        on.append(fr[0])
-        ap.append(fr[1])
-        truth.append(np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127)
-    on, ap = torch.stack(on), torch.stack(ap)
+    from .evaluate import onset_apex_frames
+    on, ap = onset_apex_frames(table, model.config.img_size)
+    truth = [np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127
+             for r in table.itertuples()]
     maps = model.eval().micro_motion_map(normalize(on), normalize(ap))
     truth = torch.from_numpy(np.stack(truth))
     return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy())
@@ -128,14 +124,13 @@ def cmd_visualize(args):
     import torch
 
     from .data import normalize
-    from .data.io import read_frames
+    from .data.io import read_frames, resize_u8
     from .viz import save_motion_maps
     model = _model_from(args).eval()
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(
         [read_frames(args.frame_a)[0], read_frames(args.frame_b)[0]])
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
-    x = torch.nn.functional.interpolate(x.float(), size=size, mode="area").round().clamp(0, 255).to(torch.uint8)
+    x = resize_u8(torch.from_numpy(frames).permute(0, 3, 1, 2), size)
     ref = x[:1].expand(len(x) - 1, -1, -1, -1)
     maps = model.micro_motion_map(normalize(ref), normalize(x[1:]))
     os.makedirs(args.out, exist_ok=True)

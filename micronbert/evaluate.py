@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.io import read_frames
+from .data.io import read_frames, resize_u8
 from .data.synthetic import normalize
 
 
@@ -37,32 +37,27 @@ def confusion(y_true, y_pred, n_classes):
     return m
 
 
+def onset_apex_frames(table, size):
+    """uint8 (K, 3, *size) onset and apex frames of every clip of an annotation table."""
+    pairs = [resize_u8(torch.from_numpy(read_frames(r.path, [r.onset_index, r.apex_index]))
+                       .permute(0, 3, 1, 2), size) for r in table.itertuples()]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
 @torch.no_grad()
 def clip_features(model, table, device="cpu", batch: int = 32) -> torch.Tensor:
     """Per clip: the micro-motion profile 1 - D/max D (N), the per-patch change of the
     encoder tokens between onset and apex (N), and the mean DMA output (D)."""
     model.eval().to(device)
-    size = model.config.img_size
-    onset, apex = [], []
-    for r in table.itertuples():
-        fr = read_frames(r.path, [r.onset_index, r.apex_index])
-        x = torch.from_numpy(fr).permute(0, 3, 1, 2)
-        if tuple(x.shape[2:]) != size:
-            x = F.interpolate(x.float(), size=size, mode="area").round().clamp(0, 255).to(torch.uint8)
-        onset.append(x[0])
-        apex.append(x[1])
+    onset, apex = onset_apex_frames(table, model.config.img_size)
     feats = []
     for i in range(0, len(onset), batch):
-        a = normalize(torch.stack(onset[i:i + batch]).to(device))
-        b = normalize(torch.stack(apex[i:i + batch]).to(device))
-        out, diag = model.micro_attention(a, b)
-        d = diag.float().mean(1)
-        motion = 1 - d / d.amax(1, keepdim=True).clamp_min(1e-12)
-        _, ta = model.encode(a)
-        _, tb = model.encode(b)
+        a = normalize(onset[i:i + batch].to(device))
+        b = normalize(apex[i:i + batch].to(device))
+        out, diag, ta, tb = model.pair_forward(a, b)
         change = (tb - ta).norm(dim=-1)
         change = change / change.amax(1, keepdim=True).clamp_min(1e-12)
-        feats.append(torch.cat([motion, change, out.float().mean(1)], 1).cpu())
+        feats.append(torch.cat([model.motion_profile(diag), change, out.float().mean(1)], 1).cpu())
     return torch.cat(feats)
 
 

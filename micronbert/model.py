@@ -325,21 +325,29 @@ class MicronBERT(nn.Module):
         out, diag = self.att(q, k, v, poi_scores=scores)
         return out, diag, scores
 
-    def micro_attention(self, frame_swapped, frame_next):
-        """DMA of two frames -> (out (B, N, D) after the projection, diag (B, heads, N))."""
+    def pair_forward(self, frame_swapped, frame_next):
+        """One encoder pass over both frames, then DMA -> (out, diag, tokens_swapped, tokens_next)."""
         self._check_pair(frame_swapped, frame_next, ("frame_swapped", "frame_next"))
         b = frame_swapped.shape[0]
         x = self.backbone(self.patchify(torch.cat([frame_swapped, frame_next])))
         out, diag, _ = self.dma(x[:b, 1:], x[b:, 1:], x[b:, 0])
-        return out, diag
+        return out, diag, x[:b, 1:], x[b:, 1:]
+
+    def micro_attention(self, frame_swapped, frame_next):
+        """DMA of two frames -> (out (B, N, D) after the projection, diag (B, heads, N))."""
+        return self.pair_forward(frame_swapped, frame_next)[:2]
+
+    @staticmethod
+    def motion_profile(diag):
+        """1 - D / max(D) per sample, heads averaged: (B, N), high where the frames differ."""
+        d = diag.float().mean(1)
+        return 1 - d / d.amax(1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
     def micro_motion_map(self, frame_a, frame_b):
         """1 - D / max(D) per sample, upsampled to the image: (B, H, W) in [0, 1],
         high where the two frames differ."""
-        _, diag = self.micro_attention(frame_a, frame_b)
-        d = diag.float().mean(1)  # B N
-        m = 1 - d / d.amax(1, keepdim=True).clamp_min(1e-12)
+        m = self.motion_profile(self.micro_attention(frame_a, frame_b)[1])  # B N
         gh, gw = self.config.grid
         m = F.interpolate(m.view(-1, 1, gh, gw), size=self.config.img_size, mode="bilinear",
                           align_corners=False)

@@ -97,6 +97,17 @@ def read_video(path: str, indices: Optional[List[int]] = None) -> np.ndarray:
     return np.stack([frames[i] for i in order])
 
 
+def resize_u8(x, size):
+    """uint8 frames (..., 3, H, W) -> (..., 3, *size) by area averaging, rounded (a no-op at size)."""
+    import torch.nn.functional as F
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    lead = x.shape[:-3]
+    y = F.interpolate(x.reshape(-1, *x.shape[-3:]).float(), size=size, mode="area")
+    return y.round().clamp(0, 255).to(x.dtype).reshape(*lead, x.shape[-3], *size)
+
+
 def count_frames(path: str) -> int:
     """Frames of a video (from the stream header, else by demuxing) or of a frame folder."""
     if os.path.isdir(path):

@@ -14,10 +14,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..kernels import generate_swap_mask
-from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, count_frames, read_frames
+from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, count_frames, read_frames, resize_u8
 
 
 def find_clips(root: str) -> List[str]:
@@ -91,12 +90,14 @@ class PairLoader:
         self._cache.move_to_end(path)
         return self._cache[path]
 
-    def _resize(self, f: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)
-        if x.shape[1:] != (self.size, self.size):
-            x = F.interpolate(x[None].float(), size=(self.size, self.size), mode="area")[0]
-            x = x.round().clamp(0, 255).to(torch.uint8)
-        return x
+    def _resize(self, f) -> torch.Tensor:  # (H, W, 3) uint8, numpy or torch -> (3, S, S)
+        x = torch.as_tensor(np.ascontiguousarray(f) if isinstance(f, np.ndarray) else f)
+        return resize_u8(x.permute(2, 0, 1), self.size)
+
+    def _check_clip(self, clip):
+        """Decode a clip when it is chosen (cached loaders), so a bad one is caught there."""
+        if self._cache_n:
+            self._frames(clip)
 
     def _length(self, clip):
         if clip not in self._lengths:
@@ -161,8 +162,7 @@ class PairLoader:
                 while True:
                     try:
                         clip, t, d, c = self.choose(self.epoch, j)
-                        if not isinstance(self, DaliPairLoader) and self._cache_n:
-                            self._frames(clip)  # decode now, so a bad clip is caught here
+                        self._check_clip(clip)
                         break
                     except DataError as e:
                         if self.on_error == "raise":
@@ -243,12 +243,8 @@ class DaliPairLoader(PairLoader):
             return out
         return torch.from_numpy(np.array(tl[i]))
 
-    def _resize_t(self, x):  # (H, W, 3) uint8 on the device -> (3, S, S)
-        x = x.permute(2, 0, 1)
-        if x.shape[1:] != (self.size, self.size):
-            x = F.interpolate(x[None].float(), size=(self.size, self.size), mode="area")[0]
-            x = x.round().clamp(0, 255).to(torch.uint8)
-        return x
+    def _check_clip(self, clip):  # DALI decodes in the pipeline; errors are caught there
+        pass
 
     def decode(self, specs):
         if self._pipe is None:
@@ -261,8 +257,8 @@ class DaliPairLoader(PairLoader):
                 p.feed_input("stride", [np.int32(d) for _, _, d in specs])
                 (seq,) = p.run()
                 pairs = [self._to_torch(seq, i) for i in range(len(specs))]
-                ft = [self._resize_t(s[0]) for s in pairs]
-                fn_ = [self._resize_t(s[1]) for s in pairs]
+                ft = [self._resize(s[0]) for s in pairs]
+                fn_ = [self._resize(s[1]) for s in pairs]
             else:
                 from .io import list_frames
                 files = []
@@ -272,8 +268,8 @@ class DaliPairLoader(PairLoader):
                 p.feed_input("a", [np.fromfile(a, dtype=np.uint8) for a, _ in files])
                 p.feed_input("b", [np.fromfile(b, dtype=np.uint8) for _, b in files])
                 oa, ob = p.run()
-                ft = [self._resize_t(self._to_torch(oa, i)) for i in range(len(specs))]
-                fn_ = [self._resize_t(self._to_torch(ob, i)) for i in range(len(specs))]
+                ft = [self._resize(self._to_torch(oa, i)) for i in range(len(specs))]
+                fn_ = [self._resize(self._to_torch(ob, i)) for i in range(len(specs))]
         except DataError:
             raise
         except Exception as e:
