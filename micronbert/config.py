@@ -45,6 +45,11 @@ class MicronBERTConfig:
     # loss weights
     lambda_poi: float = 1.0
     lambda_diag: float = 0.0
+    # target of the diagonal loss: "swap" = the swap mask M (the paper); "match" = 1 wherever
+    # the key patch shows what the query patch shows: swapped, or unchanged between the two
+    # frames (mean |difference| <= diag_tol, in normalised pixel units); 0 where they differ
+    diag_target: str = "swap"
+    diag_tol: float = 0.02
     # authors' auxiliary head (fc.*)
     aux_cls: bool = False
     # fused kernels (None: follow micronbert.kernels.use_fused())
@@ -61,7 +66,8 @@ class MicronBERTConfig:
         if self.embed_dim % self.num_heads or self.embed_dim % self.dma_heads:
             raise ValueError("embed_dim must be divisible by num_heads and dma_heads")
         choices = {"dma_role": ("paper", "official"), "poi_mask": ("none", "gate", "soft", "hard"),
-                   "poi_loss": ("dino", "mse", "none"), "mask_type": ("block", "random")}
+                   "poi_loss": ("dino", "mse", "none"), "mask_type": ("block", "random"),
+                   "diag_target": ("swap", "match")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

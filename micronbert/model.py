@@ -383,6 +383,16 @@ class MicronBERT(nn.Module):
         return loss
 
     @torch.no_grad()
+    def diag_target(self, swap_mask, swapped, nxt):
+        """Target of the diagonal loss, (B, N) float in {0, 1}, from the swap mask and the
+        patchified I_{t/s} and I_{t+d}: M itself ("swap"), or ("match") 1 where the two
+        patches agree within ``diag_tol`` (every swapped patch and every unchanged one)."""
+        if self.config.diag_target == "swap":
+            return swap_mask.float()
+        diff = (swapped.float() - nxt.float()).abs().mean(-1)  # B N
+        return (swap_mask | (diff <= self.config.diag_tol)).float()
+
+    @torch.no_grad()
     def update_teacher(self, momentum: float):
         """EMA update of the DINO teacher from the encoder and the student head."""
         if not hasattr(self, "teacher"):
@@ -427,7 +437,8 @@ class MicronBERT(nn.Module):
         poi = self.poi_loss(frame_next, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
         dgl = zero
         if cfg.lambda_diag > 0:
-            dgl = F.smooth_l1_loss(diag.float(), swap_mask.float().unsqueeze(1).expand_as(diag))
+            want = self.diag_target(swap_mask, swapped, nxt).unsqueeze(1).expand_as(diag)
+            dgl = F.smooth_l1_loss(diag.float(), want)
         loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
         return {"loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": dgl, "pred": pred,
                 "diag": diag, "swap_mask": swap_mask, "poi_scores": scores}

@@ -51,6 +51,9 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.05):
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True if cuda else None)
 
 
+LOSSES = ("loss", "rec_loss", "poi_loss", "diag_loss")
+
+
 class NonFiniteLoss(RuntimeError):
     pass
 
@@ -132,7 +135,7 @@ def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: f
             t0 = time.perf_counter()
             for grp in opt.param_groups:
                 grp["lr"] = cosine_lr(step, steps, lr, warmup, min_lr)
-            sums = torch.zeros(4, device=device)  # loss, rec, poi, samples
+            sums = torch.zeros(5, device=device)  # loss, rec, poi, diag, samples
             for micro in range(accum):
                 batch = next(it, None)
                 if batch is None:  # epoch done: the loader moved to the next one
@@ -146,18 +149,18 @@ def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: f
                         out = net(ft, fn, swap_mask=batch["swap_mask"].to(device),
                                   crop_rand=batch["crop_rand"].to(device))
                     (out["loss"] / accum).backward()
-                sums += torch.stack([out["loss"].detach().float(), out["rec_loss"].detach().float(),
-                                     out["poi_loss"].detach().float(), torch.ones((), device=device)])
+                sums += torch.stack([out[k].detach().float() for k in LOSSES]
+                                    + [torch.ones((), device=device)])
             if world > 1:
                 dist.all_reduce(sums)
-            loss, rec, poi = (sums[:3] / sums[3]).tolist()
+            loss, rec, poi, diag = (sums[:4] / sums[4]).tolist()
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}: stopping; the last "
                                     f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'none'}")
             opt.step()
             opt.zero_grad(set_to_none=True)
             model.update_teacher(ema_momentum(step, steps, ema))
-            rec_ = {"step": step, "loss": loss, "rec_loss": rec, "poi_loss": poi,
+            rec_ = {"step": step, "loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": diag,
                     "lr": opt.param_groups[0]["lr"], "sec": time.perf_counter() - t0,
                     "epoch": loader.epoch}
             records.append(rec_)
@@ -165,7 +168,7 @@ def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: f
                 log.write(json.dumps(rec_) + "\n")
                 log.flush()
             if tb:
-                for k in ("loss", "rec_loss", "poi_loss", "lr"):
+                for k in LOSSES + ("lr",):
                     tb.add_scalar(k, rec_[k], step)
             bar.set_postfix(loss=f"{loss:.4f}", rec=f"{rec:.4f}")
             done = step + 1

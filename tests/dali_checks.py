@@ -49,3 +49,34 @@ def bad_input(tmp, synth):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs CUDA"):
             DaliPairLoader(find_clips(synth), 64, 2, device="gpu")
+
+
+def face_crop_matches(tmp):
+    """Face boxes crop inside the DALI pipeline (ROI JPEG decoding, video slice) exactly as
+    the CPU loader crops them."""
+    from PIL import Image
+    from skimage import data
+    img = data.astronaut()[:, 40:440]  # 512 x 400, the face off-centre
+    rng = np.random.default_rng(0)
+    folder = os.path.join(tmp, "faces", "c0")
+    os.makedirs(folder)
+    frames = [np.roll(img, k % 3, axis=1) for k in range(6)]
+    for k, f in enumerate(frames):
+        Image.fromarray(f).save(os.path.join(folder, f"img{k + 1}.jpg"), quality=95)
+    video = os.path.join(tmp, "faces.avi")
+    write_video(np.stack(frames), video, fps=10, codec="mjpeg")
+    cache = os.path.join(tmp, "boxes")
+    for clips in ([folder], [video]):
+        kw = dict(size=64, batch_size=2, delta=(1, 3), seed=int(rng.integers(100)), samples_per_epoch=4,
+                  face_cache=cache)
+        cpu, dali = PairLoader(clips, **kw), DaliPairLoader(clips, device="cpu", **kw)
+        n = 0
+        for a, b in zip(cpu, dali):
+            for k in ("frame_t", "frame_next"):
+                diff = (a[k].int() - b[k].int()).abs()
+                assert diff.float().mean() < 1.0, (clips, k, diff.float().mean())
+            n += 1
+        assert n == 2
+        x0, y0, x1, y1 = dali.face_box(clips[0])
+        assert x1 - x0 < 400 and 150 < (x0 + x1) / 2 + 40 < 260  # a face-sized box on the face
+    assert len(os.listdir(cache)) == 2  # one box per clip, cached

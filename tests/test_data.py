@@ -210,9 +210,18 @@ def test_face_crop_is_stable_cached_and_says_when_no_face(tmp_path):
     x0, y0, x1, y1 = box
     assert x1 - x0 == y1 - y0 and 150 < x0 + (x1 - x0) / 2 < 260 and 70 < y0 + (y1 - y0) / 2 < 170
     assert crop_clip(clip, box).shape[1:3] == (y1 - y0, x1 - x0)
-    assert cached_face_box("clip", clip, str(tmp_path)) == box
-    assert len(list(tmp_path.iterdir())) == 1
-    assert cached_face_box("clip", clip, str(tmp_path)) == box  # from the cache
+    path = tmp_path / "clip"
+    path.mkdir()
+    for k, f in enumerate(clip):
+        Image.fromarray(f).save(path / f"img{k + 1}.png")
+    cache = tmp_path / "boxes"
+    blank = np.zeros((3, 64, 64, 3), np.uint8)
+    assert cached_face_box(str(path), str(cache)) == box  # decodes the clip itself
+    assert len(list(cache.iterdir())) == 1
+    assert cached_face_box(str(path), str(cache), frames=blank) == box  # from the cache
+    Image.fromarray(img[::2, ::2]).save(path / "img1.png")  # new content: the cache is not used
+    with pytest.raises(DataError, match="no face found"):
+        cached_face_box(str(path), str(cache), frames=blank)
     with pytest.raises(DataError, match="no face found"):
         clip_face_box(np.zeros((2, 64, 64, 3), np.uint8), name="blank")
 
@@ -236,6 +245,11 @@ def test_dali_cpu_pipeline_matches_cpu_loader_on_jpeg_frames(synth):
 
 def test_dali_cpu_pipeline_matches_cpu_loader_on_mjpeg_video(tmp_path):
     _in_subprocess("mjpeg_video_matches", tmp_path)
+
+
+def test_dali_pipeline_crops_faces_as_the_cpu_loader(tmp_path):
+    pytest.importorskip("cv2")
+    _in_subprocess("face_crop_matches", tmp_path)
 
 
 def test_dali_loader_bad_input(tmp_path, synth):

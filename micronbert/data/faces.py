@@ -61,14 +61,29 @@ def clip_face_box(frames: np.ndarray, margin: float = 0.2, samples: int = 5,
     return x0, y0, x0 + int(side), y0 + int(side)
 
 
-def cached_face_box(path: str, frames: np.ndarray, cache_dir: str, margin: float = 0.2):
-    """``clip_face_box`` cached in ``cache_dir`` by the clip's path and size."""
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{frames.shape}|{margin}".encode()).hexdigest()[:16]
+def _signature(path: str) -> str:
+    """What identifies the clip's content cheaply: size and mtime of the file, or of a
+    frame folder's first and last frames and their count."""
+    from .io import list_frames
+    files = list_frames(path) if os.path.isdir(path) else [path]
+    if not files:
+        raise DataError(f"{path}: no frames")
+    st = [os.stat(f) for f in (files[0], files[-1])]
+    return f"{len(files)}|" + "|".join(f"{x.st_size}:{x.st_mtime_ns}" for x in st)
+
+
+def cached_face_box(path: str, cache_dir: str, margin: float = 0.2,
+                    frames: Optional[np.ndarray] = None) -> Tuple[int, int, int, int]:
+    """``clip_face_box`` of the clip at ``path``, cached in ``cache_dir`` by its path,
+    content signature and margin. ``frames`` (T, H, W, 3) saves the decoding when the
+    caller has them; on a cache miss without them the clip is read on the CPU."""
+    from .io import read_frames
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{_signature(path)}|{margin}".encode()).hexdigest()[:16]
     f = os.path.join(cache_dir, f"{key}.json")
     if os.path.exists(f):
         with open(f) as fh:
             return tuple(json.load(fh)["box"])
-    box = clip_face_box(frames, margin, name=path)
+    box = clip_face_box(read_frames(path) if frames is None else frames, margin, name=path)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f + ".tmp"
     with open(tmp, "w") as fh:

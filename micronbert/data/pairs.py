@@ -64,6 +64,7 @@ class PairLoader:
         self._lengths = {}
         self._cache_n = cache_clips
         self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
+        self._boxes = {}
         self.workers = workers  # decoding threads (PIL and PyAV release the GIL)
         self._pool = None
 
@@ -78,12 +79,19 @@ class PairLoader:
         self.epoch, self.position = int(s["epoch"]), int(s["position"])
 
     # ---------------------------------------------------------------- samples
+    def face_box(self, path, frames=None):
+        """The clip's face box (x0, y0, x1, y1), from the face cache (detected on a miss)."""
+        if path not in self._boxes:
+            from .faces import cached_face_box
+            self._boxes[path] = cached_face_box(path, self.face_cache, frames=frames)
+        return self._boxes[path]
+
     def _frames(self, path):
         if path not in self._cache:
             frames = read_frames(path)
             if self.face_cache:
-                from .faces import cached_face_box, crop_clip
-                frames = crop_clip(frames, cached_face_box(path, frames, self.face_cache))
+                from .faces import crop_clip
+                frames = crop_clip(frames, self.face_box(path, frames))
             self._cache[path] = frames
             if len(self._cache) > self._cache_n:
                 self._cache.popitem(last=False)
@@ -124,8 +132,11 @@ class PairLoader:
 
     def _pair(self, spec):
         clip, t, d = spec
-        if self._cache_n == 0 and not self.face_cache:  # no cache: decode the two frames only
+        if self._cache_n == 0:  # no cache: decode the two frames only
             a, b = read_frames(clip, [t, t + d])
+            if self.face_cache:
+                x0, y0, x1, y1 = self.face_box(clip)
+                a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
         else:
             frames = self._frames(clip)
             a, b = frames[t], frames[t + d]
@@ -187,7 +198,9 @@ class DaliPairLoader(PairLoader):
     On a GPU (``device="gpu"``) JPEG frames are decoded by nvJPEG and videos (H.264, HEVC,
     VP8/9, AV1, MJPEG) by NVDEC in DALI's ``mixed`` backend, and the batch comes out as
     CUDA uint8 tensors, resized on the device, ready for the fused swap kernel (which
-    normalises). Without a GPU the same pipeline runs on the CPU where DALI can: JPEG
+    normalises). With ``face_cache`` each clip's face box (found once on the CPU by
+    OpenCV, then cached) crops the frames inside the pipeline: ROI decoding for JPEG, a
+    slice for video. Without a GPU the same pipeline runs on the CPU where DALI can: JPEG
     frames, and VP8/VP9/MJPEG video. All clips of one loader are frame folders, or all
     are videos. Pixels agree with ``PairLoader`` within codec rounding.
     """
@@ -199,8 +212,6 @@ class DaliPairLoader(PairLoader):
         except ImportError as e:
             raise ImportError("DaliPairLoader needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
                               "(or the extra micronbert-fused[dali])") from e
-        if self.face_cache:
-            raise NotImplementedError("face cropping is not in the DALI pipeline yet; use PairLoader")
         self.device = device or ("gpu" if torch.cuda.is_available() else "cpu")
         if self.device == "gpu" and not torch.cuda.is_available():
             raise RuntimeError("DaliPairLoader(device='gpu') needs CUDA; this machine has none")
@@ -219,18 +230,28 @@ class DaliPairLoader(PairLoader):
         pipe = dali.Pipeline(batch_size=self.batch_size, num_threads=self.num_threads,
                              device_id=torch.cuda.current_device() if self.device == "gpu" else None,
                              prefetch_queue_depth=1)
+        crop = dict(axis_names="WH", normalized_anchor=False, normalized_shape=False)
         with pipe:
+            if self.face_cache:  # the face box of each sample's clip: (x0, y0) and (w, h)
+                anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
+                shape = fn.external_source(name="shape", dtype=types.INT32, ndim=1)
             if self.video:
                 enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
                 start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
                 stride = fn.external_source(name="stride", dtype=types.INT32, ndim=0)
-                pipe.set_outputs(fn.decoders.video(enc, device=dev, start_frame=start, stride=stride,
-                                                   sequence_length=2))
+                seq = fn.decoders.video(enc, device=dev, start_frame=start, stride=stride,
+                                        sequence_length=2)
+                pipe.set_outputs(fn.slice(seq, anchor, shape, **crop) if self.face_cache else seq)
             else:
                 a = fn.external_source(name="a", dtype=types.UINT8, ndim=1)
                 b = fn.external_source(name="b", dtype=types.UINT8, ndim=1)
-                pipe.set_outputs(fn.decoders.image(a, device=dev, output_type=types.RGB),
-                                 fn.decoders.image(b, device=dev, output_type=types.RGB))
+                if self.face_cache:  # ROI decoding: only the face is decoded
+                    pipe.set_outputs(*(fn.decoders.image_slice(x, anchor, shape, device=dev,
+                                                               output_type=types.RGB, **crop)
+                                       for x in (a, b)))
+                else:
+                    pipe.set_outputs(fn.decoders.image(a, device=dev, output_type=types.RGB),
+                                     fn.decoders.image(b, device=dev, output_type=types.RGB))
         pipe.build()
         self._pipe = pipe
 
@@ -243,14 +264,21 @@ class DaliPairLoader(PairLoader):
             return out
         return torch.from_numpy(np.array(tl[i]))
 
-    def _check_clip(self, clip):  # DALI decodes in the pipeline; errors are caught there
-        pass
+    def _check_clip(self, clip):
+        """DALI decodes in the pipeline (its errors name the batch's files); a clip without
+        a face is caught here, when it is chosen, so ``on_error="skip"`` can replace it."""
+        if self.face_cache:
+            self.face_box(clip)
 
     def decode(self, specs):
         if self._pipe is None:
             self._build()
         p = self._pipe
         try:
+            if self.face_cache:  # boxes are found once per clip on the CPU, then cached
+                boxes = [self.face_box(c) for c, _, _ in specs]
+                p.feed_input("anchor", [np.array(b[:2], np.int32) for b in boxes])
+                p.feed_input("shape", [np.array([b[2] - b[0], b[3] - b[1]], np.int32) for b in boxes])
             if self.video:
                 p.feed_input("enc", [np.fromfile(c, dtype=np.uint8) for c, _, _ in specs])
                 p.feed_input("start", [np.int32(t) for _, t, _ in specs])
