@@ -21,14 +21,14 @@ def jpeg_frames_match(synth):
             assert diff.float().mean() < 0.5 and diff.max() <= 8, (k, diff.float().mean(), diff.max())
 
 
-def mjpeg_video_matches(tmp):
+def video_matches(tmp, codec="mjpeg", ext=".avi"):
     rng = np.random.default_rng(0)
     clips = []
     for i in range(3):
         base = rng.integers(0, 255, (1, 48, 48, 3))
         frames = np.clip(base + rng.integers(-20, 20, (10, 48, 48, 3)), 0, 255).astype(np.uint8)
-        clips.append(os.path.join(tmp, f"v{i}.avi"))
-        write_video(frames, clips[-1], fps=10, codec="mjpeg")
+        clips.append(os.path.join(tmp, f"v{i}{ext}"))
+        write_video(frames, clips[-1], fps=10, codec=codec)
     kw = dict(size=48, batch_size=3, delta=(1, 5), seed=1, samples_per_epoch=9)
     n = 0
     for a, b in zip(PairLoader(clips, **kw), DaliPairLoader(clips, device="cpu", **kw)):

@@ -243,8 +243,9 @@ def test_dali_cpu_pipeline_matches_cpu_loader_on_jpeg_frames(synth):
     _in_subprocess("jpeg_frames_match", synth)
 
 
-def test_dali_cpu_pipeline_matches_cpu_loader_on_mjpeg_video(tmp_path):
-    _in_subprocess("mjpeg_video_matches", tmp_path)
+@pytest.mark.parametrize("codec, ext", [("mjpeg", ".avi"), ("libvpx-vp9", ".webm")])
+def test_dali_cpu_pipeline_matches_cpu_loader_on_video(tmp_path, codec, ext):
+    _in_subprocess("video_matches", tmp_path, codec, ext)
 
 
 def test_dali_pipeline_crops_faces_as_the_cpu_loader(tmp_path):

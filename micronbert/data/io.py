@@ -134,9 +134,11 @@ def write_video(frames: np.ndarray, path: str, fps: int = 30, codec: str = "libx
     with av.open(path, "w") as c:
         s = c.add_stream(codec, rate=fps)
         s.width, s.height = w, h
-        s.pix_fmt = "yuv444p" if codec == "libx264" else ("yuvj444p" if codec == "mjpeg" else "yuv420p")
+        s.pix_fmt = {"libx264": "yuv444p", "libvpx-vp9": "yuv444p", "mjpeg": "yuvj444p"}.get(codec, "yuv420p")
         if codec == "libx264":
             s.options = {"crf": str(crf), "preset": "veryfast"}
+        elif codec in ("libvpx-vp9", "libvpx"):  # constant quality (b:v 0 lets crf rule)
+            s.options = {"crf": str(crf), "b:v": "0", "deadline": "good", "cpu-used": "4"}
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 c.mux(p)
