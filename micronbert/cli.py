@@ -48,7 +48,10 @@ def _held_out_maps(model, table, masks_root):
              for r in table.itertuples()]
     maps = model.eval().micro_motion_map(normalize(on), normalize(ap))
     truth = torch.from_numpy(np.stack(truth))
-    return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy())
+    # control: the same map on a pair without motion (apex, apex) shows what position and
+    # texture alone give against the same masks
+    still = model.micro_motion_map(normalize(ap), normalize(ap))
+    return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy()), roc_auc(still.numpy(), truth.numpy())
 
 
 def _add_train_flags(p):
@@ -154,7 +157,8 @@ def demo(args) -> dict:
     from . import create_model
     from .data.annotations import load_annotations
     from .data.pairs import PairLoader
-    from .data.synthetic import write_synthetic_dataset
+    from .data.pairs import find_clips
+    from .data.synthetic import face_images, write_pretraining_corpus, write_synthetic_dataset
     from .evaluate import evaluate
     from .train import train
     from .viz import save_curves, save_motion_maps
@@ -168,30 +172,38 @@ def demo(args) -> dict:
           f"-> {data}", flush=True)
     write_synthetic_dataset(data, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
                             seed=args.seed)
+    n_faces = len(face_images(64))
+    extra = range(args.subjects, min(n_faces, args.subjects + args.corpus_faces))
+    corpus = os.path.join(args.out, "corpus")
+    if len(extra):  # unlabeled clips of other faces, motion anywhere on the face
+        write_pretraining_corpus(corpus, extra, args.corpus_clips, seed=args.seed + 1)
     table = load_annotations("synthetic", data)
     subjects = sorted(table.subject.unique())
     held = subjects[-args.held_out:]
     train_clips = sorted(table[~table.subject.isin(held)].path)
+    train_clips += find_clips(corpus) if len(extra) else []
     test_table = table[table.subject.isin(held)]
-    model = create_model("micronbert_tiny", **json.loads(args.overrides or "{}"))
-    *_, auc0 = _held_out_maps(model, test_table, os.path.join(data, "masks"))
-    print(f"[demo] 2/4 pre-training micronbert_tiny for {args.steps} steps on {len(train_clips)} clips",
-          flush=True)
+    overrides = {"lambda_diag": 1.0, "diag_target": "match", **json.loads(args.overrides or "{}")}
+    model = create_model("micronbert_tiny", **overrides)
+    *_, auc0, _ = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    print(f"[demo] 2/4 pre-training micronbert_tiny for {args.steps} steps on {len(train_clips)} "
+          f"unlabeled clips (held-out subjects excluded)", flush=True)
     loader = PairLoader(train_clips, 64, args.batch, 8, (1, 6), args.seed)
     records = train(model, loader, args.steps, os.path.join(args.out, "pretrain"), lr=args.lr,
                     warmup=max(1, args.steps // 20), ckpt_every=max(1, args.steps))
     print("[demo] 3/4 micro-motion maps of held-out subjects", flush=True)
-    on, ap, maps, truth, auc1 = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    on, ap, maps, truth, auc1, auc_still = _held_out_maps(model, test_table, os.path.join(data, "masks"))
     k = min(6, len(on))
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
-                           f"(untrained {auc0:.3f})")
+                           f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})")
     save_curves(os.path.join(args.out, "loss.png"), records)
     print("[demo] 4/4 leave-one-subject-out recognition", flush=True)
     res = evaluate(model, table, args.out, table.attrs["classes"])
-    out = {"map_auc": auc1, "map_auc_untrained": auc0,
+    out = {"map_auc": auc1, "map_auc_untrained": auc0, "map_auc_no_motion_control": auc_still,
            "loso": {k: res[k] for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")},
-           "pretrain": {"steps": args.steps, "batch": args.batch,
+           "pretrain": {"steps": args.steps, "batch": args.batch, "clips": len(train_clips),
+                        "config": overrides,
                         "rec_loss_first10": sum(r["rec_loss"] for r in records[:10]) / max(1, len(records[:10])),
                         "rec_loss_last10": sum(r["rec_loss"] for r in records[-10:]) / max(1, len(records[-10:]))},
            "seconds": round(time.time() - t_start, 1)}
@@ -209,13 +221,17 @@ def main(argv=None):
 
     d = sub.add_parser("demo", help="end-to-end demo on synthetic micro-expressions of real faces (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder")
-    d.add_argument("--steps", type=int, default=300, help="pre-training steps")
+    d.add_argument("--steps", type=int, default=600, help="pre-training steps")
     d.add_argument("--batch", type=int, default=32, help="batch size")
-    d.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    d.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     d.add_argument("--subjects", type=int, default=8, help="synthetic subjects (faces)")
     d.add_argument("--clips-per-class", type=int, default=3, help="clips per class and subject")
     d.add_argument("--held-out", type=int, default=2, help="subjects held out of pre-training")
-    d.add_argument("--overrides", default=None, help="JSON of model config overrides")
+    d.add_argument("--corpus-faces", type=int, default=48,
+                   help="other faces whose unlabeled clips (motion anywhere) join pre-training")
+    d.add_argument("--corpus-clips", type=int, default=8, help="unlabeled clips per corpus face")
+    d.add_argument("--overrides", default=None,
+                   help='JSON of model config overrides (default {"lambda_diag": 1, "diag_target": "match"})')
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
 
     s = sub.add_parser("synth", help="write a synthetic micro-expression dataset (CASME II layout)")

@@ -392,6 +392,19 @@ class MicronBERT(nn.Module):
         diff = (swapped.float() - nxt.float()).abs().mean(-1)  # B N
         return (swap_mask | (diff <= self.config.diag_tol)).float()
 
+    def diag_loss(self, diag, want):
+        """smooth-L1 of D (B, heads, N) against the target (B, N). With ``"match"`` the
+        changed patches are few, so the two target classes are averaged separately and the
+        loss is the mean of the two (a class absent from the batch is left out)."""
+        want = want.unsqueeze(1).expand_as(diag)
+        loss = F.smooth_l1_loss(diag.float(), want, reduction="none")
+        if self.config.diag_target == "swap":
+            return loss.mean()
+        masks = torch.stack([1 - want, want])  # changed, unchanged (no data-dependent shapes)
+        count = masks.flatten(1).sum(1)
+        means = (loss * masks).flatten(1).sum(1) / count.clamp_min(1)
+        return means.sum() / (count > 0).sum()
+
     @torch.no_grad()
     def update_teacher(self, momentum: float):
         """EMA update of the DINO teacher from the encoder and the student head."""
@@ -437,8 +450,7 @@ class MicronBERT(nn.Module):
         poi = self.poi_loss(frame_next, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
         dgl = zero
         if cfg.lambda_diag > 0:
-            want = self.diag_target(swap_mask, swapped, nxt).unsqueeze(1).expand_as(diag)
-            dgl = F.smooth_l1_loss(diag.float(), want)
+            dgl = self.diag_loss(diag, self.diag_target(swap_mask, swapped, nxt))
         loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
         return {"loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": dgl, "pred": pred,
                 "diag": diag, "swap_mask": swap_mask, "poi_scores": scores}

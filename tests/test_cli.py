@@ -6,9 +6,12 @@ from micronbert.cli import main, roc_auc
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "3", "--batch", "4", "--subjects", "3",
-                 "--clips-per-class", "1", "--held-out", "1"]) == 0
+                 "--clips-per-class", "1", "--held-out", "1", "--corpus-faces", "2",
+                 "--corpus-clips", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert 0 <= res["map_auc"] <= 1 and 0 <= res["map_auc_untrained"] <= 1
+    for k in ("map_auc", "map_auc_untrained", "map_auc_no_motion_control"):
+        assert 0 <= res[k] <= 1, k
+    assert res["pretrain"]["clips"] == 2 * 4 + 2 * 2  # 2 labeled subjects' clips + the corpus
     for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects"):
         assert k in res["loso"]
     assert res["loso"]["n_subjects"] == 3 and res["loso"]["n_classes"] == 4

@@ -71,6 +71,25 @@ def test_synthetic_set_in_casme2_layout(synth):
     assert (r.offset - r.onset) <= 15  # <= 0.5 s at 30 fps
 
 
+def test_pretraining_corpus_moves_anywhere_where_its_masks_say(tmp_path):
+    from micronbert.data import write_pretraining_corpus
+    root = write_pretraining_corpus(str(tmp_path / "c"), [3, 5], clips_per_face=4, progress=False)
+    clips = find_clips(root)
+    assert [os.path.relpath(c, root) for c in clips[:2]] == ["face003/clip01", "face003/clip02"]
+    assert len(clips) == 8
+    centres = []
+    for c in clips:
+        fr = read_frames(c, [1, 6])  # onset and apex (0-based), as synthetic_clip places them
+        rel = os.path.relpath(c, root)
+        mask = np.asarray(Image.open(os.path.join(root, "masks", rel + ".png"))) > 127
+        diff = np.abs(fr[1].astype(int) - fr[0]).sum(-1)
+        assert mask.any() and diff[mask].mean() > 5 * (diff[~mask].mean() + 0.1)
+        centres.append(np.argwhere(mask).mean(0))
+    assert np.ptp(np.array(centres), axis=0).min() > 8  # not always in the same place
+    with pytest.raises(ValueError, match="faces"):
+        write_pretraining_corpus(str(tmp_path / "d"), [10_000], progress=False)
+
+
 def test_casme2_sheet_fixes_and_errors(tmp_path):
     root = tmp_path / "casme2"
     for clip, n in (("EP02_01f", 8), ("EP03_02", 6)):

@@ -111,6 +111,33 @@ def test_total_loss_and_diag_loss():
     torch.testing.assert_close(out["loss"], out["rec_loss"] + 0.5 * out["poi_loss"] + 2.0 * dg)
 
 
+def test_match_diag_target_and_balanced_loss():
+    """'match': 1 where the key patch shows what the query patch shows (swapped, or unchanged
+    between the frames), 0 where the frames differ; the two classes weigh the same."""
+    m = tiny(poi_loss="none", lambda_diag=1.0, diag_target="match", diag_tol=0.02)
+    x, _ = pair(b=3, seed=1)
+    y = x.clone()
+    y[:, :, 8:16, 16:24] += 0.5  # patch (1, 2) changes: index 1 * 8 + 2 = 10
+    y[2, :, 40:48, 0:8] += 0.01  # below the tolerance: counts as unchanged
+    swap = torch.zeros(3, 64, dtype=torch.bool)
+    swap[1, 10] = True  # swapped: the key patch is I_{t+d}'s own
+    out = m(x, y, swap_mask=swap)
+    want = torch.ones(3, 64)
+    want[[0, 2], 10] = 0
+    a, b = (patchify(f, 8) for f in (x, y))
+    sw = torch.where(swap.unsqueeze(-1), b, a)
+    torch.testing.assert_close(m.diag_target(swap, sw, b), want)
+    err = F.smooth_l1_loss(out["diag"][:, 0], want, reduction="none")
+    expect = (err[want == 0].mean() + err[want == 1].mean()) / 2
+    torch.testing.assert_close(out["diag_loss"], expect)
+    m.zero_grad()
+    out["diag_loss"].backward()
+    assert m.att.to_q.weight.grad.abs().sum() > 0
+    # one class only (nothing changed): the mean over it
+    out = m(x, x, swap_mask=swap)
+    torch.testing.assert_close(out["diag_loss"], F.smooth_l1_loss(out["diag"][:, 0], torch.ones(3, 64)))
+
+
 def test_dino_loss_is_cross_entropy_with_centring():
     m = tiny()
     s, t = torch.randn(4, 64), torch.randn(4, 64)

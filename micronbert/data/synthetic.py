@@ -70,16 +70,26 @@ SYNTH_CLASSES = {
 }
 
 
-def synthetic_clip(face: torch.Tensor, cls: str, g: torch.Generator, n_frames: int = 12,
+def random_motion(g: torch.Generator, area=((0.2, 0.85), (0.2, 0.8))):
+    """A region and direction anywhere on the face (unlabeled pre-training clips):
+    ((y, x) as fractions of the crop, unit (dy, dx))."""
+    r = torch.rand(3, generator=g).tolist()
+    (y0, y1), (x0, x1) = area
+    a = 2 * math.pi * r[2]
+    return (y0 + (y1 - y0) * r[0], x0 + (x1 - x0) * r[1]), (math.sin(a), math.cos(a))
+
+
+def synthetic_clip(face: torch.Tensor, cls, g: torch.Generator, n_frames: int = 12,
                    fps: int = 30, min_shift: float = 1.0, max_shift: float = 3.0):
     """One clip: uint8 (T, 3, H, W), the apex motion mask (H, W) and (onset, apex, offset)
-    0-based. Onset-apex-offset lasts at most 0.5 s at ``fps``."""
+    0-based. Onset-apex-offset lasts at most 0.5 s at ``fps``. ``cls`` names one of
+    ``SYNTH_CLASSES`` or is ((y, x), (dy, dx)) itself (e.g. from ``random_motion``)."""
     _, h, w = face.shape
     span = min(n_frames - 2, int(0.5 * fps))
     onset = 1
     offset = onset + span
     apex = onset + span // 2
-    (cy, cx), (dy, dx) = SYNTH_CLASSES[cls]
+    (cy, cx), (dy, dx) = SYNTH_CLASSES[cls] if isinstance(cls, str) else cls
     r = torch.rand(4, generator=g).tolist()
     cy, cx = h * (cy + 0.04 * (r[0] - 0.5)), w * (cx + 0.04 * (r[1] - 0.5))
     mag = min_shift + (max_shift - min_shift) * r[2]
@@ -94,20 +104,37 @@ def synthetic_clip(face: torch.Tensor, cls: str, g: torch.Generator, n_frames: i
     return torch.stack(frames).clamp(0, 255).round().to(torch.uint8), apex_mask, (onset, apex, offset)
 
 
+def _write_clip(out, subj, clip, frames, mask, fps, video):
+    import os
+
+    from PIL import Image
+
+    from .io import write_video
+    os.makedirs(os.path.join(out, "masks", subj), exist_ok=True)
+    Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(
+        os.path.join(out, "masks", subj, clip + ".png"))
+    arr = frames.permute(0, 2, 3, 1).numpy()
+    if video:
+        os.makedirs(os.path.join(out, subj), exist_ok=True)
+        write_video(arr, os.path.join(out, subj, clip + ".mp4"), fps=fps)
+    else:
+        d = os.path.join(out, subj, clip)
+        os.makedirs(d, exist_ok=True)
+        for t, f in enumerate(arr):
+            Image.fromarray(f).save(os.path.join(d, f"img{t + 1}.jpg"), quality=97, subsampling=0)
+
+
 def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int = 3,
                             size: int = 64, fps: int = 30, n_frames: int = 12, seed: int = 0,
                             video: bool = False, progress: bool = True) -> str:
     """Write a synthetic micro-expression set in the CASME II layout:
     ``sub01/EP01_01/img1.jpg ...`` (or ``sub01/EP01_01.mp4`` with ``video``), the sheet
     ``CASME2-coding-synthetic.xlsx``, and the apex motion masks ``masks/sub01/EP01_01.png``.
-    Returns ``out``."""
+    Subjects are the first ``n_subjects`` faces of ``face_images``. Returns ``out``."""
     import os
 
     import pandas as pd
-    from PIL import Image
     from tqdm import tqdm
-
-    from .io import write_video
 
     faces = face_images(size)
     if n_subjects > len(faces):
@@ -115,23 +142,33 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
     g = torch.Generator().manual_seed(seed)
     rows = []
     todo = [(s, c, k) for s in range(n_subjects) for c in SYNTH_CLASSES for k in range(clips_per_class)]
-    for i, (s, cls, k) in enumerate(tqdm(todo, desc="synth", disable=not progress, leave=False)):
+    for s, cls, k in tqdm(todo, desc="synth", disable=not progress, leave=False):
         subj = f"sub{s + 1:02d}"
         clip = f"EP{list(SYNTH_CLASSES).index(cls) + 1:02d}_{k + 1:02d}"
         frames, mask, (on, ap, off) = synthetic_clip(faces[s], cls, g, n_frames, fps)
-        os.makedirs(os.path.join(out, "masks", subj), exist_ok=True)
-        Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(
-            os.path.join(out, "masks", subj, clip + ".png"))
-        arr = frames.permute(0, 2, 3, 1).numpy()
-        if video:
-            os.makedirs(os.path.join(out, subj), exist_ok=True)
-            write_video(arr, os.path.join(out, subj, clip + ".mp4"), fps=fps)
-        else:
-            d = os.path.join(out, subj, clip)
-            os.makedirs(d, exist_ok=True)
-            for t, f in enumerate(arr):
-                Image.fromarray(f).save(os.path.join(d, f"img{t + 1}.jpg"), quality=97, subsampling=0)
+        _write_clip(out, subj, clip, frames, mask, fps, video)
         rows.append({"Subject": s + 1, "Filename": clip, "OnsetFrame": on + 1, "ApexFrame": ap + 1,
                      "OffsetFrame": off + 1, "Action Units": "", "Estimated Emotion": cls})
     pd.DataFrame(rows).to_excel(os.path.join(out, "CASME2-coding-synthetic.xlsx"), index=False)
+    return out
+
+
+def write_pretraining_corpus(out: str, faces, clips_per_face: int = 8, size: int = 64,
+                             fps: int = 30, n_frames: int = 12, seed: int = 0,
+                             video: bool = False, progress: bool = True) -> str:
+    """Unlabeled clips for pre-training: on each face of ``faces`` (indices into
+    ``face_images``), ``clips_per_face`` clips whose micro-motion sits anywhere on the face
+    in any direction (``random_motion``), so a model cannot learn where motion usually is,
+    only what it looks like. Layout ``face007/clip01/img1.jpg`` and ``masks/...``; no sheet."""
+    from tqdm import tqdm
+
+    pool = face_images(size)
+    faces = list(faces)
+    if not faces or max(faces) >= len(pool) or min(faces) < 0:
+        raise ValueError(f"faces must index the {len(pool)} faces shipped with scikit-image")
+    g = torch.Generator().manual_seed(seed)
+    todo = [(f, k) for f in faces for k in range(clips_per_face)]
+    for f, k in tqdm(todo, desc="corpus", disable=not progress, leave=False):
+        frames, mask, _ = synthetic_clip(pool[f], random_motion(g), g, n_frames, fps)
+        _write_clip(out, f"face{f:03d}", f"clip{k + 1:02d}", frames, mask, fps, video)
     return out
