@@ -166,6 +166,24 @@ def test_pair_loader_skip_and_report(synth, tmp_path):
         list(PairLoader(clips, 64, 4, seed=0, samples_per_epoch=64))
 
 
+@pytest.mark.parametrize("cache_clips", [64, 0])
+def test_pair_loader_no_face_raises_or_is_skipped(tmp_path, cache_clips):
+    pytest.importorskip("cv2")
+    from skimage import data
+    face, blank = tmp_path / "face", tmp_path / "blank"
+    for d, img in ((face, data.astronaut()), (blank, np.full((256, 256, 3), 128, np.uint8))):
+        d.mkdir()
+        for k in range(4):
+            Image.fromarray(np.roll(img, k, axis=1)).save(d / f"img{k + 1}.png")
+    kw = dict(size=32, batch_size=2, seed=0, samples_per_epoch=8, cache_clips=cache_clips,
+              face_cache=str(tmp_path / "boxes"))
+    with pytest.raises(DataError, match="blank: no face found"):
+        list(PairLoader([str(face), str(blank)], **kw))
+    loader = PairLoader([str(face), str(blank)], on_error="skip", **kw)
+    assert len(list(loader)) == 4
+    assert loader.report["skipped"] > 0 and "no face found" in loader.report["errors"][0]
+
+
 def _frames(folder, numbers, name, grey=False):
     os.makedirs(folder, exist_ok=True)
     for n in numbers:

@@ -103,9 +103,12 @@ class PairLoader:
         return resize_u8(x.permute(2, 0, 1), self.size)
 
     def _check_clip(self, clip):
-        """Decode a clip when it is chosen (cached loaders), so a bad one is caught there."""
+        """Catch a bad clip when it is chosen, so ``on_error="skip"`` can replace it: decode
+        it (cached loaders; the face box comes with it) or find its face box (face crops)."""
         if self._cache_n:
             self._frames(clip)
+        elif self.face_cache:
+            self.face_box(clip)
 
     def _length(self, clip):
         if clip not in self._lengths:
