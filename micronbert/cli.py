@@ -174,14 +174,15 @@ def demo(args) -> dict:
                             seed=args.seed)
     n_faces = len(face_images(64))
     extra = range(args.subjects, min(n_faces, args.subjects + args.corpus_faces))
-    corpus = os.path.join(args.out, "corpus")
+    corpus_clips = []
     if len(extra):  # unlabeled clips of other faces, motion anywhere on the face
-        write_pretraining_corpus(corpus, extra, args.corpus_clips, seed=args.seed + 1)
+        corpus_clips = find_clips(write_pretraining_corpus(os.path.join(args.out, "corpus"), extra,
+                                                           args.corpus_clips, seed=args.seed + 1))
     table = load_annotations("synthetic", data)
     subjects = sorted(table.subject.unique())
     held = subjects[-args.held_out:]
     train_clips = sorted(table[~table.subject.isin(held)].path)
-    train_clips += find_clips(corpus) if len(extra) else []
+    train_clips += corpus_clips
     test_table = table[table.subject.isin(held)]
     overrides = {"lambda_diag": 1.0, "diag_target": "match", **json.loads(args.overrides or "{}")}
     model = create_model("micronbert_tiny", **overrides)

@@ -135,7 +135,7 @@ def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: f
             t0 = time.perf_counter()
             for grp in opt.param_groups:
                 grp["lr"] = cosine_lr(step, steps, lr, warmup, min_lr)
-            sums = torch.zeros(5, device=device)  # loss, rec, poi, diag, samples
+            sums = torch.zeros(len(LOSSES) + 1, device=device)  # the losses, samples
             for micro in range(accum):
                 batch = next(it, None)
                 if batch is None:  # epoch done: the loader moved to the next one
@@ -153,16 +153,16 @@ def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: f
                                     + [torch.ones((), device=device)])
             if world > 1:
                 dist.all_reduce(sums)
-            loss, rec, poi, diag = (sums[:4] / sums[4]).tolist()
+            means = dict(zip(LOSSES, (sums[:-1] / sums[-1]).tolist()))
+            loss = means["loss"]
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}: stopping; the last "
                                     f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'none'}")
             opt.step()
             opt.zero_grad(set_to_none=True)
             model.update_teacher(ema_momentum(step, steps, ema))
-            rec_ = {"step": step, "loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": diag,
-                    "lr": opt.param_groups[0]["lr"], "sec": time.perf_counter() - t0,
-                    "epoch": loader.epoch}
+            rec_ = {"step": step, **means, "lr": opt.param_groups[0]["lr"],
+                    "sec": time.perf_counter() - t0, "epoch": loader.epoch}
             records.append(rec_)
             if log:
                 log.write(json.dumps(rec_) + "\n")
@@ -170,7 +170,7 @@ def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: f
             if tb:
                 for k in LOSSES + ("lr",):
                     tb.add_scalar(k, rec_[k], step)
-            bar.set_postfix(loss=f"{loss:.4f}", rec=f"{rec:.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", rec=f"{means['rec_loss']:.4f}")
             done = step + 1
             if done % ckpt_every == 0 or done == steps or (stop_after and done == stop_after):
                 save(done)

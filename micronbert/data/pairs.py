@@ -86,17 +86,21 @@ class PairLoader:
             self._boxes[path] = cached_face_box(path, self.face_cache, frames=frames)
         return self._boxes[path]
 
+    def _crop(self, clip, frames):  # (T, H, W, 3) -> the clip's face, when face crops are on
+        from .faces import crop_clip
+        return crop_clip(frames, self.face_box(clip, frames)) if self.face_cache else frames
+
     def _frames(self, path):
-        if path not in self._cache:
-            frames = read_frames(path)
-            if self.face_cache:
-                from .faces import crop_clip
-                frames = crop_clip(frames, self.face_box(path, frames))
+        """The whole clip, face-cropped; kept in an LRU of ``cache_clips`` clips."""
+        if path in self._cache:
+            self._cache.move_to_end(path)
+            return self._cache[path]
+        frames = self._crop(path, read_frames(path))
+        if self._cache_n:
             self._cache[path] = frames
             if len(self._cache) > self._cache_n:
                 self._cache.popitem(last=False)
-        self._cache.move_to_end(path)
-        return self._cache[path]
+        return frames
 
     def _resize(self, f) -> torch.Tensor:  # (H, W, 3) uint8, numpy or torch -> (3, S, S)
         x = torch.as_tensor(np.ascontiguousarray(f) if isinstance(f, np.ndarray) else f)
@@ -136,10 +140,7 @@ class PairLoader:
     def _pair(self, spec):
         clip, t, d = spec
         if self._cache_n == 0:  # no cache: decode the two frames only
-            a, b = read_frames(clip, [t, t + d])
-            if self.face_cache:
-                x0, y0, x1, y1 = self.face_box(clip)
-                a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
+            a, b = self._crop(clip, read_frames(clip, [t, t + d]))
         else:
             frames = self._frames(clip)
             a, b = frames[t], frames[t + d]
@@ -224,6 +225,7 @@ class DaliPairLoader(PairLoader):
         self.video = kinds == {False}
         self.num_threads = num_threads
         self._pipe = None
+        self._cache_n = 0  # DALI decodes in the pipeline (its errors name the batch's files)
 
     def _build(self):
         import nvidia.dali as dali
@@ -266,12 +268,6 @@ class DaliPairLoader(PairLoader):
             feed_ndarray(t, out)
             return out
         return torch.from_numpy(np.array(tl[i]))
-
-    def _check_clip(self, clip):
-        """DALI decodes in the pipeline (its errors name the batch's files); a clip without
-        a face is caught here, when it is chosen, so ``on_error="skip"`` can replace it."""
-        if self.face_cache:
-            self.face_box(clip)
 
     def decode(self, specs):
         if self._pipe is None:
