@@ -89,7 +89,7 @@ def _dma_signature(fn, dtype):
         if name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV"):
             sig[name] = _TY[dtype]
         elif name[0].isupper() and not name.isupper() or name in ("LSE", "W", "DB", "DD", "Dg",
-                                                                  "Bias", "Gate", "DGATE"):
+                                                                  "Bias", "Gate", "DGATE", "Null"):
             sig[name] = "*fp32"
         elif name == "scale":
             sig[name] = "fp32"
@@ -108,7 +108,7 @@ def compile_dma(arch=90, dtypes=("fp16", "bf16")):
                 sig = {k: v for k, v in _dma_signature(fn, dtype).items()
                        if k not in _constexpr_names(fn)}
                 consts = dict(HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv, HAS_BIAS=True, HAS_GATE=True,
-                              HAS_DD=True, UPCAST=False, PRECISION="tf32")
+                              HAS_NULL=True, HAS_DD=True, UPCAST=False, PRECISION="tf32")
                 consts = {k: v for k, v in consts.items() if k in fn.arg_names}
                 cubin = _compile(fn, sig, consts, arch, warps, stages)
                 out.append(KernelReport(f"_dma_{name}", dtype, hd, bm, bn, bd, bdv, warps, stages,

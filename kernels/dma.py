@@ -2,7 +2,7 @@
 
 Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
 
-    lse_i = log sum_j exp(s_ij)
+    lse_i = log sum_j exp(s_ij)        (+ exp(n_i) with a null key)
     D_i   = exp(s_ii - lse_i)          # the diagonal of softmax_j(s_ij)
     O_i   = g_i * D_i * v_i
 
@@ -10,12 +10,18 @@ Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
 score masking; without PoI ``b = 0`` and ``g = 1``. A row whose keys are all
 masked gives ``D = 0``, ``O = 0`` and zero gradients.
 
+Optional null key (an extension, not in the paper): a per-row logit ``n_i`` joins the
+softmax's denominator as one more key that has no value. Without it D is a *relative*
+test (is key i the best match of query i among all keys?), so a patch that changed but
+still matches itself best keeps D near 1; with it D can say "matches nothing well".
+
 Backward, with ``G_i = g_i*<dO_i, v_i> + dD_i`` and ``W_i = G_i*D_i``:
 
     dq_i = scale * W_i * (k_i - sum_j P_ij k_j)
     dk_j = scale * (W_j q_j - sum_i W_i P_ij q_i)
     db_j = W_j - sum_i W_i P_ij
     dv_i = g_i D_i dO_i,     dg_i = D_i <dO_i, v_i>
+    dn_i = -W_i * exp(n_i - lse_i)
 
 Backends (``backend=``):
   * ``reference``: ``dma_ref``, the readable spec; builds the N x N matrix.
@@ -46,11 +52,11 @@ MAX_HEAD_DIM = 512
 # --------------------------------------------------------------------------
 # Reference: the spec, exact, O(N^2) memory
 # --------------------------------------------------------------------------
-def dma_ref(q, k, v, key_bias=None, query_gate=None, scale=None, upcast=False):
+def dma_ref(q, k, v, key_bias=None, query_gate=None, scale=None, upcast=False, null_logit=None):
     """Readable DMA: full attention matrix, then its diagonal.
 
     Args:
-        q, k, v: (B, H, N, d). key_bias, query_gate: (B, H, N) or None.
+        q, k, v: (B, H, N, d). key_bias, query_gate, null_logit: (B, H, N) or None.
         scale: defaults to d**-0.5. upcast: compute in fp32 (the accuracy
             reference for fp16/bf16 tests); otherwise in the inputs' dtype.
     Returns:
@@ -59,11 +65,14 @@ def dma_ref(q, k, v, key_bias=None, query_gate=None, scale=None, upcast=False):
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     dtype = torch.float32 if upcast else q.dtype
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    n = q.shape[-2]
     s = (q @ k.transpose(-2, -1)) * scale  # B H N N
     if key_bias is not None:
         s = s + key_bias.to(dtype).unsqueeze(-2)
+    if null_logit is not None:  # the null key: one more column, no value
+        s = torch.cat([s, null_logit.to(dtype).unsqueeze(-1)], dim=-1)  # B H N N+1
     dead = torch.isneginf(s).all(-1, keepdim=True)  # rows with every key masked
-    p = torch.softmax(s.masked_fill(dead, 0.0), dim=-1)
+    p = torch.softmax(s.masked_fill(dead, 0.0), dim=-1)[..., :n]
     d = torch.diagonal(p, dim1=-2, dim2=-1).masked_fill(dead.squeeze(-1), 0.0)
     w = d if query_gate is None else d * query_gate.to(dtype)
     return w.unsqueeze(-1) * v, d.float()
@@ -82,13 +91,15 @@ def _scores(q, k, bias, scale, rows):
     return s + bias.unsqueeze(-2) if bias is not None else s
 
 
-def _dma_torch_fwd(q, k, v, bias, gate, scale, chunk):
+def _dma_torch_fwd(q, k, v, bias, gate, scale, chunk, null=None):
     qf, kf = q.float(), k.float()
     n = q.shape[2]
     lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     for i in range(0, n, chunk):
         rows = slice(i, min(i + chunk, n))
         lse[:, :, rows] = torch.logsumexp(_scores(qf, kf, bias, scale, rows), dim=-1)
+    if null is not None:
+        lse = torch.logaddexp(lse, null)
     s_diag = (qf * kf).sum(-1) * scale
     if bias is not None:
         s_diag = s_diag + bias
@@ -130,58 +141,70 @@ def _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk):
 # --------------------------------------------------------------------------
 @torch.library.custom_op("micronbert::dma_fwd", mutates_args=())
 def _dma_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
-                gate: Optional[torch.Tensor], scale: float, backend: str,
+                gate: Optional[torch.Tensor], null: Optional[torch.Tensor], scale: float, backend: str,
                 chunk: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if backend == "triton":
-        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale)
-    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk)
+        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale, null)
+    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk, null)
 
 
 @_dma_fwd_op.register_fake
-def _(q, k, v, bias, gate, scale, backend, chunk):
+def _(q, k, v, bias, gate, null, scale, backend, chunk):
     b, h, n, _ = q.shape
     return (q.new_empty(q.shape), q.new_empty((b, h, n), dtype=torch.float32),
             q.new_empty((b, h, n), dtype=torch.float32))
 
 
+def _null_grad(v, gate, null, lse, d, do, dd):
+    """dn_i = -W_i exp(n_i - lse_i), W_i = (g_i <dO_i, v_i> + dD_i) D_i."""
+    dov = (do.float() * v.float()).sum(-1)
+    w = (dov if gate is None else gate * dov) + (dd if dd is not None else 0.0)
+    return -w * d * torch.exp(null - _safe_lse(lse))
+
+
 @torch.library.custom_op("micronbert::dma_bwd", mutates_args=())
 def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
-                gate: Optional[torch.Tensor], lse: torch.Tensor, d: torch.Tensor, do: torch.Tensor,
-                dd: Optional[torch.Tensor], scale: float, backend: str, chunk: int
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns dq, dk, dv, dbias, dgate; dbias/dgate are empty when bias/gate are None."""
+                gate: Optional[torch.Tensor], null: Optional[torch.Tensor], lse: torch.Tensor,
+                d: torch.Tensor, do: torch.Tensor, dd: Optional[torch.Tensor], scale: float,
+                backend: str, chunk: int
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                           torch.Tensor]:
+    """Returns dq, dk, dv, dbias, dgate, dnull; the last three are empty when their input
+    is None. The null key needs nothing new from the kernels: their P = exp(s - lse) already
+    uses the lse that includes it."""
     if backend == "triton":
         dq, dk, dv, db, dg = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse, d=d,
                                                     do=do, dd=dd)
     else:
         dq, dk, dv, db, dg = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
-    return (dq, dk, dv, lse.new_empty(0) if db is None else db,
-            lse.new_empty(0) if dg is None else dg)
+    dn = _null_grad(v, gate, null, lse, d, do, dd) if null is not None else None
+    return tuple(lse.new_empty(0) if t is None else t for t in (dq, dk, dv, db, dg, dn))
 
 
 @_dma_bwd_op.register_fake
-def _(q, k, v, bias, gate, lse, d, do, dd, scale, backend, chunk):
+def _(q, k, v, bias, gate, null, lse, d, do, dd, scale, backend, chunk):
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
             lse.new_empty(lse.shape if bias is not None else (0,)),
-            lse.new_empty(lse.shape if gate is not None else (0,)))
+            lse.new_empty(lse.shape if gate is not None else (0,)),
+            lse.new_empty(lse.shape if null is not None else (0,)))
 
 
 def _dma_setup_context(ctx, inputs, output):
-    q, k, v, bias, gate, scale, backend, chunk = inputs
+    q, k, v, bias, gate, null, scale, backend, chunk = inputs
     _, d, lse = output
-    ctx.save_for_backward(q, k, v, bias, gate, lse, d)
+    ctx.save_for_backward(q, k, v, bias, gate, null, lse, d)
     ctx.scale, ctx.backend, ctx.chunk = scale, backend, chunk
 
 
 def _dma_backward(ctx, do, dd, _dlse):
-    q, k, v, bias, gate, lse, d = ctx.saved_tensors
+    q, k, v, bias, gate, null, lse, d = ctx.saved_tensors
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (do, dd)):
         raise RuntimeError("diagonal_micro_attention has no double backward (create_graph=True)")
     with torch.no_grad():  # once differentiable: the backward itself is not differentiated
-        dq, dk, dv, db, dg = _dma_bwd_op(q, k, v, bias, gate, lse, d, do.contiguous(), dd,
-                                         ctx.scale, ctx.backend, ctx.chunk)
+        dq, dk, dv, db, dg, dn = _dma_bwd_op(q, k, v, bias, gate, null, lse, d, do.contiguous(), dd,
+                                             ctx.scale, ctx.backend, ctx.chunk)
     return (dq, dk, dv, db if bias is not None else None, dg if gate is not None else None,
-            None, None, None)
+            dn if null is not None else None, None, None, None)
 
 
 _dma_fwd_op.register_autograd(_dma_backward, setup_context=_dma_setup_context)
@@ -244,7 +267,7 @@ def _per_head(x, name, b, h, n, like):
 
 
 def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None,
-                             return_diag=False, backend="auto", chunk=None):
+                             return_diag=False, backend="auto", chunk=None, null_logit=None):
     """Diagonal Micro-Attention, O(B*H*N*d) memory on the fused paths.
 
     Args:
@@ -255,6 +278,8 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
         return_diag: also return D.
         backend: "auto" | "triton" | "torch" | "reference" (module docstring).
         chunk: row chunk of the torch backend (default: ~64 MB of scores).
+        null_logit: (B, N) or (B, H, N) logit of a null key per row (module docstring),
+            or None.
     Returns:
         O (B, H, N, d) in q's dtype, and D (B, H, N) fp32 if ``return_diag``.
     """
@@ -276,16 +301,18 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
     scale = dim ** -0.5 if scale is None else float(scale)
     bias = _per_head(key_bias, "key_bias", b, h, n, q)
     gate = _per_head(query_gate, "query_gate", b, h, n, q)
+    null = _per_head(null_logit, "null_logit", b, h, n, q)
     backend = _resolve_backend(backend, q)
     if backend == "reference":
-        o, d = dma_ref(q, k, v, bias, gate, scale)
+        o, d = dma_ref(q, k, v, bias, gate, scale, null_logit=null)
     else:
         if backend == "triton" and dim > MAX_HEAD_DIM:
             raise ValueError(f"DMA triton backend supports head dim <= {MAX_HEAD_DIM}, got {dim}")
         chunk = int(chunk or max(1, min(n, (16 << 20) // max(1, b * h * n))))
         bias = bias.contiguous() if bias is not None else None  # custom ops take no expanded views
         gate = gate.contiguous() if gate is not None else None
-        o, d, _ = _dma_fwd_op(q, k, v, bias, gate, scale, backend, chunk)
+        null = null.contiguous() if null is not None else None
+        o, d, _ = _dma_fwd_op(q, k, v, bias, gate, null, scale, backend, chunk)
     return (o, d) if return_diag else o
 
 
@@ -328,10 +355,15 @@ class DiagonalMicroAttention(nn.Module):
     after the output projection, and D (B, heads, N) fp32.
     ``diagonal=False`` gives the authors' full cross-attention (their
     ``diag_att=False``): out = softmax(s) v, diag still its diagonal.
+    ``null_key=True`` adds a null key per query (module docstring): a scaled copy of
+    the query, ``theta_h * q_i``, so its logit is ``theta_h * scale * |q_i|^2`` with a
+    learned ``null_gain`` theta per head (initialised to ``null_gain_init``): a key counts
+    as a match only when it scores more than that fraction of the query's own norm.
     """
 
     def __init__(self, dim, num_heads=1, qkv_bias=True, qk_scale=None, diagonal=True,
-                 poi_mode="gate", poi_quantile=0.25, backend="auto"):
+                 poi_mode="gate", poi_quantile=0.25, backend="auto", null_key=False,
+                 null_gain_init=0.99):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -341,6 +373,7 @@ class DiagonalMicroAttention(nn.Module):
         self.to_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.to_v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.null_gain = nn.Parameter(torch.full((num_heads,), float(null_gain_init))) if null_key else None
         self.diagonal = diagonal
         self.poi_mode, self.poi_quantile = poi_mode, poi_quantile
         self.backend = backend
@@ -356,8 +389,11 @@ class DiagonalMicroAttention(nn.Module):
         b, n, c = x_q.shape
         q, k, v = self._heads(self.to_q(x_q)), self._heads(self.to_k(x_k)), self._heads(self.to_v(x_v))
         bias, gate = poi_score_masking(poi_scores, self.poi_mode, self.poi_quantile)
-        out, diag = diagonal_micro_attention(q, k, v, bias, gate, self.scale,
-                                             return_diag=True, backend=self.backend)
+        null = None
+        if self.null_gain is not None:  # B h N: theta_h * scale * |q_i|^2
+            null = self.null_gain.view(1, -1, 1) * (self.scale * q.float().pow(2).sum(-1))
+        out, diag = diagonal_micro_attention(q, k, v, bias, gate, self.scale, return_diag=True,
+                                             backend=self.backend, null_logit=null)
         if not self.diagonal:  # authors' full cross-attention
             out = full_cross_attention(q, k, v, bias, gate, self.scale, self.backend)
         out = out.transpose(1, 2).reshape(b, n, c)

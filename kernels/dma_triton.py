@@ -106,14 +106,14 @@ def _rowdot(A, Bm, offs, ok, san, sad, sbn, sbd, DIM, HEAD_DIM: tl.constexpr,
 
 
 @triton.jit
-def _dma_fwd(Q, K, V, Bias, Gate, O, Dg, LSE,
+def _dma_fwd(Q, K, V, Bias, Gate, Null, O, Dg, LSE,
              sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
-             sob, soh, son, sod, sbb, sbh, sbn, sgb, sgh, sgn,
+             sob, soh, son, sod, sbb, sbh, sbn, sgb, sgh, sgn, snb, snh, snn,
              H, N, DIM, scale,
              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-             HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, UPCAST: tl.constexpr,
-             PRECISION: tl.constexpr):
+             HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_NULL: tl.constexpr,
+             UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -124,8 +124,12 @@ def _dma_fwd(Q, K, V, Bias, Gate, O, Dg, LSE,
     K += b * skb + h * skh
     V += b * svb + h * svh
     q = _load_resident(Q, offs_m, m_ok, sqn, sqd, DIM, HEAD_DIM, BLOCK_D, UPCAST)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
+    if HAS_NULL:  # the null key's logit starts the running log-sum-exp
+        m_i = tl.load(Null + b * snb + h * snh + offs_m * snn, mask=m_ok, other=float("-inf"))
+        l_i = tl.where(m_i == float("-inf"), 0.0, 1.0)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
     for start_n in range(0, N, BLOCK_N):  # streaming log-sum-exp over key blocks
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
@@ -307,11 +311,11 @@ def _dummy(t):
     return torch.empty(1, device=t.device, dtype=torch.float32)
 
 
-def dma_fwd(q, k, v, bias, gate, scale):
+def dma_fwd(q, k, v, bias, gate, scale, null=None):
     """Fused DMA forward.
 
     Args:
-        q, k, v: (B, H, N, d) any strides. bias, gate: (B, H, N) fp32 or None.
+        q, k, v: (B, H, N, d) any strides. bias, gate, null: (B, H, N) fp32 or None.
     Returns:
         O (B, H, N, d) contiguous, D (B, H, N) fp32, lse (B, H, N) fp32.
     """
@@ -324,11 +328,12 @@ def dma_fwd(q, k, v, bias, gate, scale):
     upcast, precision = _meta(q)
     grid = (triton.cdiv(n, bm), b * h)
     _dma_fwd[grid](q, k, v, bias if bias is not None else _dummy(q),
-                   gate if gate is not None else _dummy(q), o, d, lse,
-                   *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-                   *_strides(bias), *_strides(gate), h, n, dim, scale,
+                   gate if gate is not None else _dummy(q), null if null is not None else _dummy(q),
+                   o, d, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+                   *_strides(bias), *_strides(gate), *_strides(null), h, n, dim, scale,
                    HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv,
-                   HAS_BIAS=bias is not None, HAS_GATE=gate is not None, UPCAST=upcast, PRECISION=precision,
+                   HAS_BIAS=bias is not None, HAS_GATE=gate is not None, HAS_NULL=null is not None,
+                   UPCAST=upcast, PRECISION=precision,
                    num_warps=warps, num_stages=stages)
     return o, d, lse
 

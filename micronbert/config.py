@@ -26,6 +26,12 @@ class MicronBERTConfig:
     dma_heads: int = 1
     dma_role: str = "paper"  # "paper": Q from P_{t+d}, K,V from P_{t/s}; "official": Q,V from P_{t/s}, K from P_{t+d}
     diag_att: bool = True  # False: the authors' full cross-attention (their released checkpoint)
+    dma_scale: Optional[float] = None  # score scale of DMA (None: head_dim ** -0.5)
+    # an extension, not in the paper: a null key per query (kernels/dma.py) makes D an
+    # absolute match test instead of a relative one; "identity" starts to_q and to_k as
+    # the identity, so DMA compares the two frames' tokens directly from step 0
+    dma_null_key: bool = False
+    dma_init: str = "xavier"  # "xavier" | "identity"
     # Patch of Interest
     poi_mask: str = "gate"  # "none" | "gate" | "soft" | "hard" (soft/hard include the gate)
     poi_quantile: float = 0.25  # hard mask: keys below this score quantile are masked
@@ -50,6 +56,9 @@ class MicronBERTConfig:
     # frames (mean |difference| <= diag_tol, in normalised pixel units); 0 where they differ
     diag_target: str = "swap"
     diag_tol: float = 0.02
+    # "match": patches that changed by more than diag_tol but less than diag_change are
+    # left out of the loss (None: diag_change = diag_tol, nothing left out)
+    diag_change: Optional[float] = None
     # authors' auxiliary head (fc.*)
     aux_cls: bool = False
     # fused kernels (None: follow micronbert.kernels.use_fused())
@@ -67,7 +76,9 @@ class MicronBERTConfig:
             raise ValueError("embed_dim must be divisible by num_heads and dma_heads")
         choices = {"dma_role": ("paper", "official"), "poi_mask": ("none", "gate", "soft", "hard"),
                    "poi_loss": ("dino", "mse", "none"), "mask_type": ("block", "random"),
-                   "diag_target": ("swap", "match")}
+                   "diag_target": ("swap", "match"), "dma_init": ("xavier", "identity")}
+        if self.diag_change is not None and self.diag_change < self.diag_tol:
+            raise ValueError(f"diag_change ({self.diag_change}) must be >= diag_tol ({self.diag_tol})")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -227,9 +227,10 @@ class MicronBERT(nn.Module):
         fused = _fused(cfg)
         self.backbone = Encoder(cfg, fused)
         self.att = DiagonalMicroAttention(cfg.embed_dim, cfg.dma_heads, qkv_bias=True,
-                                          diagonal=cfg.diag_att, poi_mode=cfg.poi_mask,
-                                          poi_quantile=cfg.poi_quantile,
-                                          backend="auto" if fused else "reference")
+                                          qk_scale=cfg.dma_scale, diagonal=cfg.diag_att,
+                                          poi_mode=cfg.poi_mask, poi_quantile=cfg.poi_quantile,
+                                          backend="auto" if fused else "reference",
+                                          null_key=cfg.dma_null_key)
         if cfg.has_decoder:
             dd = cfg.decoder_embed_dim
             self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
@@ -259,6 +260,10 @@ class MicronBERT(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.config.dma_init == "identity":  # DMA compares the tokens themselves at first
+            for lin in (self.att.to_q, self.att.to_k):
+                nn.init.eye_(lin.weight)
+                nn.init.zeros_(lin.bias)
         for enc in [self.backbone] + ([self.teacher.backbone] if hasattr(self, "teacher") else []):
             w = enc.patch_embed.proj.weight.data
             nn.init.xavier_uniform_(w.view(w.shape[0], -1))
@@ -384,23 +389,29 @@ class MicronBERT(nn.Module):
 
     @torch.no_grad()
     def diag_target(self, swap_mask, swapped, nxt):
-        """Target of the diagonal loss, (B, N) float in {0, 1}, from the swap mask and the
-        patchified I_{t/s} and I_{t+d}: M itself ("swap"), or ("match") 1 where the two
-        patches agree within ``diag_tol`` (every swapped patch and every unchanged one)."""
-        if self.config.diag_target == "swap":
+        """Target of the diagonal loss, (B, N) float, from the swap mask and the patchified
+        I_{t/s} and I_{t+d}: M itself ("swap"), or ("match") 1 where the two patches agree
+        within ``diag_tol`` (every swapped patch and every unchanged one), 0 where they
+        differ by ``diag_change`` or more, and -1 (left out of the loss) in between."""
+        cfg = self.config
+        if cfg.diag_target == "swap":
             return swap_mask.float()
         diff = (swapped.float() - nxt.float()).abs().mean(-1)  # B N
-        return (swap_mask | (diff <= self.config.diag_tol)).float()
+        change = cfg.diag_tol if cfg.diag_change is None else cfg.diag_change
+        want = torch.where(diff > change, 0.0, -1.0)
+        want = torch.where(diff <= cfg.diag_tol, 1.0, want)
+        return want.masked_fill(swap_mask, 1.0)
 
     def diag_loss(self, diag, want):
         """smooth-L1 of D (B, heads, N) against the target (B, N). With ``"match"`` the
         changed patches are few, so the two target classes are averaged separately and the
-        loss is the mean of the two (a class absent from the batch is left out)."""
+        loss is the mean of the two (a class absent from the batch is left out, and so are
+        the patches whose target is -1)."""
         want = want.unsqueeze(1).expand_as(diag)
-        loss = F.smooth_l1_loss(diag.float(), want, reduction="none")
+        loss = F.smooth_l1_loss(diag.float(), want.clamp_min(0), reduction="none")
         if self.config.diag_target == "swap":
             return loss.mean()
-        masks = torch.stack([1 - want, want])  # changed, unchanged (no data-dependent shapes)
+        masks = torch.stack([want == 0, want == 1]).float()  # changed, unchanged (static shapes)
         count = masks.flatten(1).sum(1)
         means = (loss * masks).flatten(1).sum(1) / count.clamp_min(1)
         return means.sum() / (count > 0).sum()

@@ -110,13 +110,16 @@ def test_arbitrary_pickled_code_is_refused(tmp_path, capsys):
     assert "never run" not in capsys.readouterr().out
 
 
-def test_our_checkpoints_round_trip_atomically(tmp_path):
-    m = create_model("micronbert_tiny")
+@pytest.mark.parametrize("kw", [{}, {"dma_null_key": True, "dma_init": "identity", "dma_scale": 2.0}])
+def test_our_checkpoints_round_trip_atomically(tmp_path, kw):
+    m = create_model("micronbert_tiny", **kw)
+    if kw:
+        m.att.null_gain.data.fill_(0.7)
     path = tmp_path / "sub" / "m.pt"
     save_checkpoint(str(path), m, step=3)
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temporary left behind
     m2, ck = load_checkpoint(str(path))
-    assert ck["step"] == 3
+    assert ck["step"] == 3 and m2.config == m.config
     for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), k
     with pytest.raises(CheckpointError, match="load_official_checkpoint"):

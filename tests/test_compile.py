@@ -8,7 +8,7 @@ from micronbert.kernels import DiagonalMicroAttention, diagonal_micro_attention,
 from conftest import triton_or_skip
 
 
-def _dma_args(backend, bias, gate, seed=0):
+def _dma_args(backend, bias, gate, seed=0, null=False):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(2, 3, 37, 16, generator=g, requires_grad=True) for _ in range(3))
     b = torch.randn(2, 3, 37, generator=g) if bias else None
@@ -16,20 +16,23 @@ def _dma_args(backend, bias, gate, seed=0):
         b[:, :, ::5] = float("-inf")
         b.requires_grad_(True)
     gt = torch.rand(2, 3, 37, generator=g, requires_grad=True) if gate else None
-    return (q, k, v, b, gt, 0.25, backend, 16)
+    nl = torch.randn(2, 3, 37, generator=g, requires_grad=True) if null else None
+    return (q, k, v, b, gt, nl, 0.25, backend, 16)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-@pytest.mark.parametrize("bias,gate", [(False, False), (True, True), (True, False)])
-def test_opcheck_dma(backend, bias, gate):
+@pytest.mark.parametrize("bias,gate,null", [(False, False, False), (True, True, False),
+                                            (True, False, False), (True, True, True)])
+def test_opcheck_dma(backend, bias, gate, null):
     if backend == "triton":
         triton_or_skip()
-    args = _dma_args(backend, bias, gate)
+    args = _dma_args(backend, bias, gate, null=null)
     torch.library.opcheck(torch.ops.micronbert.dma_fwd.default, args)
-    q, k, v, b, gt = args[:5]
+    q, k, v, b, gt, nl = args[:6]
     o, d, lse = torch.ops.micronbert.dma_fwd(*args)
     bwd_args = (q.detach(), k.detach(), v.detach(), None if b is None else b.detach(),
-                None if gt is None else gt.detach(), lse.detach(), d.detach(), torch.randn_like(o),
+                None if gt is None else gt.detach(), None if nl is None else nl.detach(),
+                lse.detach(), d.detach(), torch.randn_like(o),
                 torch.randn_like(d), 0.25, backend, 16)
     torch.library.opcheck(torch.ops.micronbert.dma_bwd.default, bwd_args)
 

@@ -18,10 +18,10 @@ HUGE = (1, 1, 785, 512)  # ~40 s a case under the interpreter: one mask combinat
 BIASES = ["none", "soft", "inf"]
 GATES = ["none", "bn", "bhn"]
 DTYPES = [(torch.float32, 1e-4), (torch.float16, 2.0)]  # fp32: rel. error; fp16: x torch's error
-NAMES = ["O", "D", "dq", "dk", "dv", "dbias", "dgate"]
+NAMES = ["O", "D", "dq", "dk", "dv", "dbias", "dgate", "dnull"]
 
 
-def make_inputs(b, h, n, d, bias_kind, gate_kind, dtype, seed):
+def make_inputs(b, h, n, d, bias_kind, gate_kind, dtype, seed, null=False):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(b, h, n, d, generator=g) for _ in range(3))
     q = q * 2  # sharper softmax, so D is not uniform
@@ -36,8 +36,12 @@ def make_inputs(b, h, n, d, bias_kind, gate_kind, dtype, seed):
         gate = torch.rand(b, n, generator=g) * 2
     elif gate_kind == "bhn":
         gate = torch.rand(b, h, n, generator=g) * 2
+    # null logits near the diagonal scores, so the null key takes a real share
+    nl = (q * k).sum(-1) * d ** -0.5 + torch.randn(b, h, n, generator=g) if null else None
+    if nl is not None and bias_kind == "inf":
+        nl[-1, -1, ::2] = float("-inf")  # a null key may be masked too
     leaves = [t.to(DEVICE) for t in (q, k, v)] + [t.to(DEVICE) if t is not None else None
-                                                  for t in (bias, gate)]
+                                                  for t in (bias, gate, nl)]
     do = torch.randn(b, h, n, d, generator=g).to(DEVICE)
     dd = torch.randn(b, h, n, generator=g).to(DEVICE)
     return leaves, do, dd
@@ -53,22 +57,22 @@ def run(fn, leaves, do, dd, dtype):
 
 
 def fused(backend):
-    return lambda q, k, v, b, g: diagonal_micro_attention(q, k, v, b, g, return_diag=True,
-                                                          backend=backend)
+    return lambda q, k, v, b, g, nl: diagonal_micro_attention(q, k, v, b, g, return_diag=True,
+                                                              backend=backend, null_logit=nl)
 
 
 def reference(upcast):
-    def fn(q, k, v, b, g):
+    def fn(q, k, v, b, g, nl):
         h = q.shape[1]
         b = b.unsqueeze(1).expand(-1, h, -1) if b is not None and b.dim() == 2 else b
         g = g.unsqueeze(1).expand(-1, h, -1) if g is not None and g.dim() == 2 else g
-        return dma_ref(q, k, v, b, g, upcast=upcast)
+        return dma_ref(q, k, v, b, g, upcast=upcast, null_logit=nl)
     return fn
 
 
-def compare(shape, bias_kind, gate_kind, dtype, tol, backend):
+def compare(shape, bias_kind, gate_kind, dtype, tol, backend, null=False):
     leaves, do, dd = make_inputs(*shape, bias_kind, gate_kind, dtype, seed=hash(
-        (shape, bias_kind, gate_kind, str(dtype))) % 2**31)
+        (shape, bias_kind, gate_kind, str(dtype), null)) % 2**31, null=null)
     exact = run(reference(True), leaves, do, dd, torch.float32)
     got = run(fused(backend), leaves, do, dd, dtype)
     same_dtype = run(reference(False), leaves, do, dd, dtype) if dtype != torch.float32 else None
@@ -120,9 +124,51 @@ def test_torch_chunked_matches_reference(shape, bias_kind, gate_kind):
     compare(shape, bias_kind, gate_kind, torch.float32, 1e-4, "torch")
 
 
+@pytest.mark.parametrize("backend,dtype,tol", [("torch", torch.float32, 1e-4),
+                                               ("triton", torch.float32, 1e-4),
+                                               ("triton", torch.float16, 2.0)],
+                         ids=["torch-fp32", "triton-fp32", "triton-fp16"])
+@pytest.mark.parametrize("bias_kind,gate_kind", [("none", "none"), ("inf", "bhn"), ("soft", "bn")])
+@pytest.mark.parametrize("shape", [(2, 1, 63, 8), (1, 4, 65, 64), (2, 1, 197, 512)], ids=str)
+def test_null_key_matches_reference(shape, bias_kind, gate_kind, backend, dtype, tol):
+    if backend == "triton":
+        triton_or_skip()
+    compare(shape, bias_kind, gate_kind, dtype, tol, backend, null=True)
+
+
+def test_null_key_makes_the_diagonal_absolute():
+    """Without a null key D only asks whether key i is query i's best match: a patch that
+    changed but still matches itself best keeps D near 1. A null key whose logit sits just
+    under a perfect match's score lets D fall for the changed patch only."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.nn.functional.normalize(torch.randn(1, 1, 16, 32, generator=g), dim=-1)
+    changed = t.clone()
+    changed[0, 0, 5] = torch.nn.functional.normalize(t[0, 0, 5] + 0.3 * torch.randn(32, generator=g), dim=-1)
+    beta = 200.0
+    assert torch.cosine_similarity(changed[0, 0, 5], t[0, 0], dim=-1).argmax() == 5  # still best
+    _, d_rel = diagonal_micro_attention(changed, t, t, scale=beta, return_diag=True, backend="reference")
+    assert d_rel.min() > 0.99
+    null = torch.full((1, 1, 16), beta * 0.99)  # matches better than cos 0.99 count as matches
+    for backend in ("reference", "torch"):
+        _, d_abs = diagonal_micro_attention(changed, t, t, scale=beta, return_diag=True,
+                                            backend=backend, null_logit=null)
+        assert d_abs[0, 0, 5] < 0.01
+        assert d_abs[0, 0, torch.arange(16) != 5].min() > 0.8
+
+
+def test_null_logit_of_minus_infinity_is_no_null_key():
+    leaves, do, dd = make_inputs(2, 2, 33, 16, "inf", "bn", torch.float32, 1)
+    none = run(fused("torch"), leaves, do, dd, torch.float32)
+    leaves[5] = torch.full((2, 2, 33), float("-inf"))
+    minus_inf = run(fused("torch"), leaves, do, dd, torch.float32)
+    for a, b in zip(none[:7], minus_inf[:7]):
+        torch.testing.assert_close(a, b) if a is not None else None
+    assert (minus_inf[7] == 0).all()
+
+
 def test_chunk_size_does_not_matter():
     leaves, do, dd = make_inputs(2, 2, 77, 16, "inf", "bhn", torch.float32, 0)
-    outs = [run(lambda q, k, v, b, g, c=c: diagonal_micro_attention(
+    outs = [run(lambda q, k, v, b, g, nl, c=c: diagonal_micro_attention(
         q, k, v, b, g, return_diag=True, backend="torch", chunk=c), leaves, do, dd, torch.float32)
         for c in (1, 10, 77)]
     for a, b in zip(outs[0], outs[2]):

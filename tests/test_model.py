@@ -68,17 +68,71 @@ def test_micro_attention_roles_and_poi(role, poi):
     torch.testing.assert_close(diag, d, rtol=1e-4, atol=1e-6)
 
 
-def test_fused_and_reference_paths_agree():
+MATCHER = {"dma_null_key": True, "dma_init": "identity", "dma_scale": 2.34, "lambda_diag": 1.0,
+           "diag_target": "match", "diag_tol": 0.01, "diag_change": 0.05}
+
+
+# the matcher's DMA logits are ~300 (scale 2.34 x |q|^2 ~ 128): fp32 rounding of a logit
+# (~300 x 6e-8) already moves D by ~1e-4 relative, so the two paths agree to about that
+@pytest.mark.parametrize("kw,tol", [({}, 1e-4), (MATCHER, 1e-3)], ids=["paper", "null-key-matcher"])
+def test_fused_and_reference_paths_agree(kw, tol):
     torch.manual_seed(0)
-    ref = create_model("micronbert_tiny", fused=False)
-    fused = create_model("micronbert_tiny", fused=True)
+    ref = create_model("micronbert_tiny", fused=False, **kw)
+    fused = create_model("micronbert_tiny", fused=True, **kw)
     fused.load_state_dict(ref.state_dict())
     x, y = pair()
     mask = torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) > 0.5
     ref.eval(), fused.eval()
     a, b = ref(x, y, swap_mask=mask), fused(x, y, swap_mask=mask)
-    for k in ("loss", "rec_loss", "pred", "diag"):
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    for k in ("loss", "rec_loss", "diag_loss", "pred", "diag"):
+        torch.testing.assert_close(a[k], b[k], rtol=tol, atol=tol / 2)
+    a["loss"].backward()
+    b["loss"].backward()
+    for (name, pa), pb in zip(ref.named_parameters(), fused.parameters()):
+        if pa.grad is not None:
+            scale = pa.grad.abs().max().item()
+            torch.testing.assert_close(pa.grad, pb.grad, rtol=10 * tol, atol=10 * tol * scale + 1e-6,
+                                       msg=name)
+
+
+def test_null_key_matcher_options():
+    m = tiny(**MATCHER)
+    assert torch.equal(m.att.to_q.weight, torch.eye(128)) and torch.equal(m.att.to_k.weight, torch.eye(128))
+    assert m.att.scale == 2.34 and m.att.null_gain.shape == (1,)
+    assert tiny().att.null_gain is None  # the paper's DMA has no null key
+    x, _ = pair()
+    _, d_same = m.micro_attention(x, x)  # identical frames: every patch matches itself
+    assert d_same.min() > 0.9
+    y = x.clone()
+    y[:, :, 8:16, 16:24] = torch.randn(2, 3, 8, 8)  # patch 10 changes
+    _, d = m.micro_attention(x, y)
+    assert d[:, 0, 10].max() < 0.1
+    out = m(x, y, swap_mask=torch.zeros(2, 64, dtype=torch.bool))
+    out["diag_loss"].backward()
+    assert m.att.null_gain.grad.abs().item() > 0  # the null key learns
+    with pytest.raises(ValueError, match="dma_init"):
+        get_config("micronbert_tiny", dma_init="orthogonal")
+    with pytest.raises(ValueError, match="diag_change"):
+        get_config("micronbert_tiny", diag_tol=0.05, diag_change=0.01)
+
+
+def test_match_target_band_is_left_out_of_the_loss():
+    m = tiny(poi_loss="none", lambda_diag=1.0, diag_target="match", diag_tol=0.01, diag_change=0.05)
+    x, _ = pair(b=1, seed=2)
+    y = x.clone()
+    y[:, :, 0:8, 0:8] += 0.005  # patch 0: unchanged (<= diag_tol)
+    y[:, :, 0:8, 8:16] += 0.03  # patch 1: in the band, left out
+    y[:, :, 0:8, 16:24] += 0.1  # patch 2: changed (> diag_change)
+    y[:, :, 0:8, 24:32] += 0.03  # patch 3: in the band but swapped: matches
+    swap = torch.zeros(1, 64, dtype=torch.bool)
+    swap[0, 3] = True
+    a, b = patchify(x, 8), patchify(y, 8)
+    want = m.diag_target(swap, torch.where(swap.unsqueeze(-1), b, a), b)
+    assert want[0, :4].tolist() == [1.0, -1.0, 0.0, 1.0] and (want[0, 4:] == 1).all()
+    diag = torch.rand(1, 1, 64)
+    moved = diag.clone()
+    moved[0, 0, 1] = 1 - moved[0, 0, 1]  # D of the left-out patch does not matter
+    assert m.diag_loss(diag, want) == m.diag_loss(moved, want)
 
 
 def test_reconstruction_loss_targets_frame_t_patches():
