@@ -8,18 +8,6 @@ import sys
 import time
 
 
-def roc_auc(scores, labels) -> float:
-    """ROC-AUC by the rank statistic (ties averaged)."""
-    import numpy as np
-    from scipy.stats import rankdata
-    s, y = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
-    npos, nneg = y.sum(), (~y).sum()
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
 # ------------------------------------------------------------------ helpers
 def _model_from(args):
     from . import create_model, load_checkpoint, load_official_checkpoint
@@ -34,24 +22,11 @@ def _model_from(args):
     return create_model(args.model, **overrides)
 
 
-def onset_apex_masks(table, masks_root, size):
-    """uint8 onset and apex frames (B, 3, S, S) of the clips in ``table`` and their
-    ground-truth motion masks ``masks_root/<subject>/<clip>.png`` as bool (B, S, S)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from .evaluate import onset_apex_frames
-    on, ap = onset_apex_frames(table, size)
-    truth = [np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127
-             for r in table.itertuples()]
-    return on, ap, torch.from_numpy(np.stack(truth))
-
-
 def _held_out_maps(model, table, masks_root):
     """Micro-motion maps of onset -> apex for the clips in ``table``, and their ROC-AUC
     against the ground-truth masks ``masks_root/<subject>/<clip>.png``."""
     from .data import normalize
+    from .maps import onset_apex_masks, roc_auc
     on, ap, truth = onset_apex_masks(table, masks_root, model.config.img_size)
     maps = model.eval().micro_motion_map(normalize(on), normalize(ap))
     # control: the same map on a pair without motion (apex, apex) shows what position and
@@ -211,9 +186,16 @@ def demo(args) -> dict:
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
                            f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})")
     save_curves(os.path.join(args.out, "loss.png"), records)
+    from .data import normalize
+    from .maps import map_diagnostics
+    diagnostics = map_diagnostics(model, normalize(on), normalize(ap), truth)
+    print("[demo] where the motion is lost (ROC-AUC on held-out clips; control = no motion):\n"
+          + "\n".join(f"  {r['map']:<30} {r['roc_auc']:.3f}  control {r['control_no_motion']:.3f}"
+                       for r in diagnostics), flush=True)
     print("[demo] 4/4 leave-one-subject-out recognition", flush=True)
     res = evaluate(model, table, args.out, table.attrs["classes"])
     out = {"map_auc": auc1, "map_auc_untrained": auc0, "map_auc_no_motion_control": auc_still,
+           "map_diagnostics": diagnostics,
            "loso": {k: res[k] for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")},
            "pretrain": {"steps": args.steps, "batch": args.batch, "clips": len(train_clips),
                         "config": overrides,

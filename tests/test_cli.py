@@ -1,6 +1,7 @@
 import json
 
-from micronbert.cli import main, roc_auc
+from micronbert.cli import main
+from micronbert.maps import roc_auc
 
 
 def test_demo_runs_end_to_end(tmp_path):
