@@ -130,7 +130,7 @@ def _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk):
     dv = (d if gate is None else gate * d).unsqueeze(-1) * dof
     db = (w - wp) if bias is not None else None
     dg = (d * dov) if gate is not None else None
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), db, dg
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), db, dg, w
 
 
 # --------------------------------------------------------------------------
@@ -163,22 +163,15 @@ def _(q, k, v, bias, gate, null, scale, backend, chunk):
             q.new_empty((b, h, n), dtype=torch.float32))
 
 
-def _null_grad(v, gate, null, lse, d, do, dd):
-    """dn_i = -W_i exp(n_i - lse_i), W_i = (g_i <dO_i, v_i> + dD_i) D_i."""
-    dov = (do.float() * v.float()).sum(-1)
-    w = (dov if gate is None else gate * dov) + (dd if dd is not None else 0.0)
-    return -w * d * torch.exp(null - _safe_lse(lse))
-
-
 def _dma_bwd_impl(q, k, v, bias, gate, null, lse, d, do, dd, scale, backend, chunk):
     """dq, dk, dv, dbias, dgate, dnull (None where the input was None). The null key needs
     nothing new from the kernels: their P = exp(s - lse) already uses the lse with it."""
     if backend == "triton":
-        dq, dk, dv, db, dg = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse, d=d,
-                                                    do=do, dd=dd)
+        dq, dk, dv, db, dg, w = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse,
+                                                       d=d, do=do, dd=dd)
     else:
-        dq, dk, dv, db, dg = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
-    dn = _null_grad(v, gate, null, lse, d, do, dd) if null is not None else None
+        dq, dk, dv, db, dg, w = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
+    dn = -w * torch.exp(null - _safe_lse(lse)) if null is not None else None  # dn_i = -W_i P_i,null
     return dq, dk, dv, db, dg, dn
 
 

@@ -343,7 +343,8 @@ def dma_bwd(q, k, v, bias, gate, *, scale, lse, d, do, dd):
 
     Returns:
         dq, dk, dv (B, H, N, d) in the inputs' dtype; dbias, dgate (B, H, N)
-        fp32 or None when the input was None.
+        fp32 or None when the input was None; W (B, H, N) fp32, the row weights
+        (g<dO, v> + dD) D (the null key's gradient is -W exp(n - lse)).
     """
     b, h, n, dim = q.shape
     dq, dk, dv = (_empty((b, h, n, dim), q, q.dtype) for _ in range(3))
@@ -369,4 +370,4 @@ def dma_bwd(q, k, v, bias, gate, *, scale, lse, d, do, dd):
         HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv,
         HAS_BIAS=bias is not None, UPCAST=upcast, PRECISION=precision,
         num_warps=warps, num_stages=stages)
-    return dq, dk, dv, db, dg
+    return dq, dk, dv, db, dg, w

@@ -57,14 +57,19 @@ def map_diagnostics(model, onset, apex, truth):
                           mode="bilinear", align_corners=False)
         return roc_auc(m[:, 0].numpy(), truth.numpy())
 
+    enc = {id(x): model.encode(x) for x in (onset, apex)}  # (ct, tokens), each set encoded once
+
+    def ct(x):
+        return enc[id(x)][0]
+
     def tokens(x):
-        return model.encode(x)[1]
+        return enc[id(x)][1]
 
     probes = {
         "pixel difference": lambda x, y: F.avg_pool2d((x - y).abs().mean(1, keepdim=True),
                                                       cfg.patch_size).flatten(1),
         "token change": lambda x, y: 1 - F.cosine_similarity(tokens(x), tokens(y), dim=-1),
-        "DMA map": lambda x, y: model.motion_profile(model.micro_attention(x, y)[1]),
+        "DMA map": lambda x, y: model.motion_profile(model.dma(tokens(x), tokens(y), ct(y))[1]),
         "null-key probe on the tokens": lambda x, y: null_key_probe(tokens(y), tokens(x)),
     }
     return [{"map": name, "roc_auc": score(fn(onset, apex)), "control_no_motion": score(fn(apex, apex))}

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from micronbert import MicronBERT, create_model, get_config
+from micronbert.cli import DEMO_OVERRIDES
 from micronbert.kernels import dma_ref, patchify
 
 
@@ -68,8 +69,7 @@ def test_micro_attention_roles_and_poi(role, poi):
     torch.testing.assert_close(diag, d, rtol=1e-4, atol=1e-6)
 
 
-MATCHER = {"dma_null_key": True, "dma_init": "identity", "dma_scale": 2.34, "lambda_diag": 1.0,
-           "diag_target": "match", "diag_tol": 0.01, "diag_change": 0.05}
+MATCHER = DEMO_OVERRIDES  # null key, identity q/k, sharp scale, match target with a band
 
 
 # the matcher's DMA logits are ~300 (scale 2.34 x |q|^2 ~ 128): fp32 rounding of a logit
