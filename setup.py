@@ -1,10 +1,18 @@
+import re
+
 from setuptools import setup
+
+# one version source: micronbert/__init__.py
+VERSION = re.search(r'^__version__ = "([^"]+)"', open("micronbert/__init__.py", encoding="utf-8").read(),
+                    re.M).group(1)
+DATA = ["av", "opencv-python-headless<5", "openpyxl", "pandas", "pillow", "scikit-image", "scipy", "tqdm"]
+VIZ = ["matplotlib"]
 
 # The top-level kernels/ folder is installed as micronbert.kernels (never as a
 # top-level `kernels` module: a popular package of that name exists).
 setup(
     name="micronbert-fused",
-    version="0.1.0",
+    version=VERSION,
     description="μ-BERT (Micron-BERT, CVPR 2023) with fused Triton kernels for "
                 "Diagonal Micro-Attention and blockwise swapping",
     long_description=open("README.md", encoding="utf-8").read(),
@@ -12,17 +20,18 @@ setup(
     python_requires=">=3.9",
     packages=["micronbert", "micronbert.data", "micronbert.kernels"],
     package_dir={"micronbert": "micronbert", "micronbert.kernels": "kernels"},
-    # a range, so that a torch already installed (e.g. a CUDA build) is kept
-    install_requires=["torch>=2.4", "numpy", "scipy", "tqdm", "matplotlib", "pillow", "scikit-image",
-                      "pandas", "openpyxl", "av"],
+    # the drop-in ops and the model need only these; a range, so that a torch already
+    # installed (e.g. a CUDA build) is kept
+    install_requires=["torch>=2.4", "numpy", "triton>=3.6; platform_system == 'Linux'"],
     extras_require={
-        "triton": ["triton>=3.6"],
+        "data": DATA,  # readers, loaders, sheets, faces, synthetic data, the CLI's training
+        "viz": VIZ,  # pictures: maps, confusion matrices, curves
+        "cli": DATA + VIZ,  # everything the `micronbert` command runs on the CPU
         "dali": ["nvidia-dali-cuda120"],
-        "faces": ["opencv-python-headless<5"],
         "tensorboard": ["tensorboard"],
         "xformers": ["xformers"],
-        "test": ["pytest", "pytest-benchmark", "scikit-learn", "triton>=3.6", "transformers",
-                 "opencv-python-headless<5", "nvidia-dali-cuda120"],
+        "test": DATA + VIZ + ["pytest", "pytest-benchmark", "scikit-learn", "transformers",
+                              "nvidia-dali-cuda120"],
     },
     entry_points={"console_scripts": ["micronbert=micronbert.cli:main"]},
 )

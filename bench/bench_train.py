@@ -1,10 +1,14 @@
 """Pre-training throughput of micronbert_s8 by route:
 
-  authors   their arithmetic: explicit softmax attention in every block, the per-sample
-            Python swap loop, the N x N DMA (our reference path with their swap loop);
-  reference our plain PyTorch path (fused=False);
-  fused     fused kernels (Triton DMA and swap on CUDA, chunked torch DMA on the CPU), SDPA;
+  authors   their arithmetic: frames normalised as whole images, explicit softmax attention
+            in every block, the per-sample Python swap loop, the N x N DMA (our reference
+            path with their swap loop);
+  reference our plain PyTorch path (backend="reference": the swap's separate ops);
+  fused     backend="auto": Triton DMA and the one-pass uint8 swap on CUDA, SDPA (on the CPU:
+            the faster of the reference and chunked DMA by size, the torch swap);
   compiled  fused + torch.compile (the ops are custom operators: no graph breaks).
+
+Every route is fed what the loader gives: uint8 frames (B, 3, 224, 224) on the device.
 
     python bench/bench_train.py                 # GPU: B in {16, 64}, bf16 autocast
     python bench/bench_train.py --batches 2     # a CPU machine
@@ -33,9 +37,16 @@ from micronbert.train import make_optimizer  # noqa: E402
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
-def authors_swap(frame_a, frame_b, mask, p, **_):
-    """Their random_replace: a Python loop over the samples."""
-    x, y = patchify(frame_a, p), patchify(frame_b, p)
+def authors_swap(frame_a, frame_b, mask, p, mean=None, std=None, **_):
+    """Their pipeline: ToTensor + Normalize on whole frames, then random_replace, a Python
+    loop over the samples."""
+    def prep(f):
+        f = f.float() / 255.0 if f.dtype == torch.uint8 else f.float()
+        if mean is not None:
+            m, s = (torch.tensor(v, device=f.device).view(1, -1, 1, 1) for v in (mean, std))
+            f = (f - m) / s
+        return patchify(f, p)
+    x, y = prep(frame_a), prep(frame_b)
     s = x.clone()
     for i in range(x.shape[0]):
         idx = mask[i].nonzero().squeeze(-1)
@@ -45,10 +56,10 @@ def authors_swap(frame_a, frame_b, mask, p, **_):
 
 def make_step(route, batch, device, amp):
     torch.manual_seed(0)
-    model = create_model("micronbert_s8", fused=route not in ("authors", "reference")).to(device).train()
+    backend = "reference" if route in ("authors", "reference") else "auto"
+    model = create_model("micronbert_s8", backend=backend).to(device).train()
     opt = make_optimizer(model, 1e-4)
-    x = torch.randn(batch, 3, 224, 224, device=device)
-    y = x + 0.05 * torch.randn_like(x)
+    x, y = frames(batch, device)
     mask = random_swap_mask(batch, 28, 0.5, device=device)
     net = torch.compile(model) if route == "compiled" else model
     swap = authors_swap if route == "authors" else M.blockwise_swap_patches
@@ -67,12 +78,20 @@ def make_step(route, batch, device, amp):
     return step
 
 
+def frames(batch, device):
+    """A uint8 pair as the loader gives it: I_t and I_{t+d} a few grey levels apart."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 250, (batch, 3, 224, 224), dtype=torch.uint8, generator=g)
+    y = x + torch.randint(0, 6, x.shape, dtype=torch.uint8, generator=g)
+    return x.to(device), y.to(device)
+
+
 def model_flops(batch, device):
     from torch.utils.flop_counter import FlopCounterMode
-    model = create_model("micronbert_s8", fused=False).to(device).train()
-    x = torch.randn(batch, 3, 224, 224, device=device)
+    model = create_model("micronbert_s8", backend="reference").to(device).train()
+    x, y = frames(batch, device)
     with FlopCounterMode(display=False) as fc:
-        model(x, x + 0.01, swap_mask=random_swap_mask(batch, 28, 0.5, device=device))["loss"].backward()
+        model(x, y, swap_mask=random_swap_mask(batch, 28, 0.5, device=device))["loss"].backward()
     return fc.get_total_flops()
 
 

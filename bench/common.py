@@ -64,8 +64,10 @@ def peak_mb(fn, device: str):
 
 
 def write_table(name: str, rows: list, device: str, plot=None) -> str:
-    """bench/results/<device>/<name>.{csv,md} (+ png); prints the Markdown table."""
-    folder = os.path.join(RESULTS, device_name(device).replace(" ", "_"))
+    """bench/results/<device>/<name>.{csv,md} (+ png), or $MICRONBERT_BENCH_OUT/<name>.*
+    when that is set (bench/gpu.sh); prints the Markdown table."""
+    folder = os.environ.get("MICRONBERT_BENCH_OUT") or os.path.join(
+        RESULTS, device_name(device).replace(" ", "_"))
     os.makedirs(folder, exist_ok=True)
     cols = list(rows[0])
     with open(os.path.join(folder, f"{name}.csv"), "w", newline="") as f:
@@ -89,7 +91,11 @@ def write_table(name: str, rows: list, device: str, plot=None) -> str:
 
 def line_plot(path, series: dict, xlabel: str, ylabel: str, logx=False, logy=True, rotate=0):
     """One line per name in ``series`` (name -> (xs, ys)), saved as a PNG."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a bare machine (bench/gpu.sh): the tables are written, no picture
+        print(f"[bench] matplotlib is not installed: {os.path.basename(path)} not drawn")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4))

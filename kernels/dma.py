@@ -28,23 +28,20 @@ Backends (``backend=``):
   * ``torch``: chunked PyTorch, O(N * chunk) memory, exact custom backward.
   * ``triton``: fused kernels (``_dma_fwd``, ``_dma_bwd_dq``, ``_dma_bwd_dk``);
     on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
-  * ``auto``: ``triton`` on CUDA when it can run, else ``torch``; the global
-    switch ``set_fused(False)`` (or ``MICRONBERT_FUSED=0``) makes ``auto`` mean
-    ``reference``.
+  * ``auto``: ``triton`` on CUDA when it can run; on the CPU ``reference`` while its
+    N x N scores are small (it is the faster there), else ``torch`` (kernels/backend.py).
 """
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .switch import use_fused
+from .backend import BACKENDS, check_backend, resolve_backend, triton_unavailable_reason  # noqa: F401
 
-BACKENDS = ("auto", "triton", "torch", "reference")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 512
 
@@ -238,39 +235,6 @@ def _triton_impl():
     return importlib.import_module(".dma_triton", __package__)
 
 
-def triton_unavailable_reason(t: torch.Tensor) -> Optional[str]:
-    """Why the Triton kernels cannot run on tensor ``t`` (None when they can)."""
-    try:
-        importlib.import_module("triton")
-    except Exception as e:  # not installed, or broken
-        return f"triton is not importable ({type(e).__name__}: {e}); pip install triton"
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if t.is_cuda:
-        if interpret:
-            return "TRITON_INTERPRET=1 is set, which runs kernels on CPU tensors only"
-        return None
-    if interpret:
-        return None
-    return (f"the tensors are on {t.device.type}, and Triton needs CUDA tensors "
-            "(or TRITON_INTERPRET=1, set before triton is imported, for CPU tensors)")
-
-
-def _resolve_backend(backend: str, q: torch.Tensor) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        if not use_fused():
-            return "reference"
-        if q.is_cuda and triton_unavailable_reason(q) is None:
-            return "triton"
-        return "torch"
-    if backend == "triton":
-        why = triton_unavailable_reason(q)
-        if why is not None:
-            raise RuntimeError(f"DMA backend='triton' cannot run: {why}")
-    return backend
-
-
 def _per_head(x, name, b, h, n, like):
     """Validate a (B, N) or (B, H, N) PoI tensor and view it as (B, H, N) fp32."""
     if x is None:
@@ -323,7 +287,7 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
     bias = _per_head(key_bias, "key_bias", b, h, n, q)
     gate = _per_head(query_gate, "query_gate", b, h, n, q)
     null = _per_head(null_logit, "null_logit", b, h, n, q)
-    backend = _resolve_backend(backend, q)
+    backend = resolve_backend(backend, q, "DMA", score_bytes=4 * b * h * n * n)
     if backend == "reference":
         o, d = dma_ref(q, k, v, bias, gate, scale, null_logit=null)
     else:
@@ -426,7 +390,7 @@ def full_cross_attention(q, k, v, key_bias=None, query_gate=None, scale=None, ba
     """softmax(scale*q k^T + b) v, gated; SDPA on fused backends, explicit otherwise."""
     if key_bias is not None and key_bias.dim() == 2:
         key_bias = key_bias.unsqueeze(1)
-    if backend == "reference" or (backend == "auto" and not use_fused()):
+    if check_backend(backend) == "reference":
         s = (q @ k.transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
         if key_bias is not None:
             s = s + key_bias.unsqueeze(-2).to(s.dtype)

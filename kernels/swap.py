@@ -8,9 +8,10 @@ shape (B, N, p*p*C). uint8 frames are scaled to [0, 1]; then, if given,
 normalised ``frame_a`` (the reconstruction target) and ``frame_b``.
 
 Backends: ``reference`` (``swap_patches_ref``, plain torch, the spec),
-``triton`` (``_swap_fwd``: one launch reads each frame once and writes every
-output; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), ``auto``
-(triton on CUDA when it can run, else reference).
+``torch`` (the same as ``reference``: plain torch ops), ``triton`` (``_swap_fwd``: one
+launch reads each frame once and writes every output; CUDA tensors, or CPU tensors under
+``TRITON_INTERPRET=1``), ``auto`` (triton on CUDA when it can run, else the reference;
+kernels/backend.py).
 
 ``swap_tokens(x_a, x_b, mask)``: the same swap on token sequences (B, N, D) of
 any ViT, differentiable in both inputs.
@@ -22,7 +23,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .switch import use_fused
+from .backend import resolve_backend, triton_unavailable_reason
 
 _FRAME_DTYPES = (torch.uint8, torch.float32, torch.float16, torch.bfloat16)
 
@@ -109,11 +110,6 @@ def swap_patches_ref(frame_a, frame_b, mask, patch_size, mean=None, std=None,
     return swapped.to(out_dtype), pa.to(out_dtype), pb.to(out_dtype)
 
 
-def _triton_reason(t):
-    from .dma import triton_unavailable_reason
-    return triton_unavailable_reason(t)
-
-
 def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=None,
                            out_dtype=None, return_target=False, return_other=False,
                            channels_last=False, backend="auto"):
@@ -126,7 +122,7 @@ def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=No
         patch_size: p. mean, std: per-channel normalisation (after /255 for uint8).
         out_dtype: output dtype (default fp32 for uint8 input, else the input's).
         return_target, return_other: also return patchified frame_a / frame_b.
-        backend: "auto" | "triton" | "reference".
+        backend: "auto" | "triton" | "torch" | "reference" (module docstring).
     Returns:
         swapped (B, N, p*p*C), or a tuple starting with it when more is asked.
     """
@@ -135,15 +131,7 @@ def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=No
         out_dtype = torch.float32 if frame_a.dtype == torch.uint8 else frame_a.dtype
     mean_t = _norm_vec(mean, c, frame_a.device, "mean")
     std_t = _norm_vec(std, c, frame_a.device, "std")
-    if backend not in ("auto", "triton", "reference"):
-        raise ValueError(f"backend must be 'auto', 'triton' or 'reference', got {backend!r}")
-    if backend == "auto":
-        fused_ok = use_fused() and frame_a.is_cuda and _triton_reason(frame_a) is None
-        backend = "triton" if fused_ok else "reference"
-    if backend == "triton":
-        why = _triton_reason(frame_a)
-        if why is not None:
-            raise RuntimeError(f"swap backend='triton' cannot run: {why}")
+    if resolve_backend(backend, frame_a, "swap") == "triton":
         # the operator under torch.compile; eager calls skip the dispatcher (see dma.py)
         op = _swap_op if torch.compiler.is_compiling() else _swap_impl
         outs = op(frame_a, frame_b, mask, patch_size, mean_t, std_t, out_dtype,
@@ -161,7 +149,7 @@ def _swap_impl(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a,
                channels_last):
     """The fused gather: the Triton kernel where it can run (CUDA, or the interpreter), the
     reference elsewhere; outputs not asked for come back empty. Frames are data: no autograd."""
-    if _triton_reason(frame_a) is None:
+    if triton_unavailable_reason(frame_a) is None:
         mod = importlib.import_module(".swap_triton", __package__)
         s, a, b = mod.swap_fwd(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a,
                                want_b, channels_last)

@@ -4,6 +4,6 @@ from .checkpoint import load_checkpoint, load_official_checkpoint, save_checkpoi
 from .config import CONFIGS, MicronBERTConfig, create_model, get_config
 from .model import MicronBERT
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["MicronBERT", "MicronBERTConfig", "create_model", "get_config", "CONFIGS",
            "load_official_checkpoint", "load_checkpoint", "save_checkpoint", "kernels"]

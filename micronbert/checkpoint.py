@@ -16,6 +16,7 @@ import argparse
 import os
 import re
 import tempfile
+from dataclasses import fields
 from typing import Any, Dict, Optional
 
 import torch
@@ -92,13 +93,15 @@ def official_config(sd: Dict[str, torch.Tensor], args: Optional[dict], path="che
     return MicronBERTConfig(**kw)
 
 
-def load_official_checkpoint(path, map_location="cpu", **overrides) -> MicronBERT:
+def load_official_checkpoint(path, map_location="cpu", backend: str = "auto",
+                             **overrides) -> MicronBERT:
     """Load an authors' Micron-BERT checkpoint into a MicronBERT (eval mode).
 
     Args:
         path: their ``torch.save`` dict (``model``, ``args``, ``epoch``, ...), keys
             with or without ``module.``, with or without DINO weights.
-        map_location: as ``torch.load``. overrides: config fields to force.
+        map_location: as ``torch.load``. backend: the model's path (``MicronBERT``).
+        overrides: config fields to force.
     Returns:
         the model; ``model.official_args`` holds their args as a dict.
     Raises:
@@ -112,7 +115,7 @@ def load_official_checkpoint(path, map_location="cpu", **overrides) -> MicronBER
     args = ckpt.get("args")
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     sd = _strip_module(ckpt["model"])
-    model = MicronBERT(official_config(sd, args, path, **overrides))
+    model = MicronBERT(official_config(sd, args, path, **overrides), backend=backend)
     mapped = {}
     for k, v in sd.items():
         if k.startswith("student.backbone."):  # the same module as backbone.* in their code
@@ -168,13 +171,26 @@ def save_checkpoint(path, model, **extra):
         raise
 
 
-def load_checkpoint(path, map_location="cpu", model: Optional[MicronBERT] = None):
-    """Read one of our checkpoints; returns (model, the whole dict)."""
+def config_from_dict(conf: Dict[str, Any], path="checkpoint") -> MicronBERTConfig:
+    """The config saved in one of our checkpoints. Files written before the backend left the
+    config carry ``fused``: it chose a path, not the model, and is dropped."""
+    conf = {k: v for k, v in conf.items() if k != "fused"}
+    known = {f.name for f in fields(MicronBERTConfig)}
+    bad = sorted(set(conf) - known)
+    if bad:
+        raise CheckpointError(f"{path}: its config has fields this version does not know: {bad}")
+    return MicronBERTConfig(**conf)
+
+
+def load_checkpoint(path, map_location="cpu", model: Optional[MicronBERT] = None,
+                    backend: str = "auto"):
+    """Read one of our checkpoints; returns (model, the whole dict). The model is built on
+    ``backend`` unless ``model`` is given (its weights are then loaded into it)."""
     ckpt = _torch_load(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "micronbert-fused/1":
         raise CheckpointError(f"{path}: not a micronbert-fused checkpoint "
                               "(for the authors' files use load_official_checkpoint)")
     if model is None:
-        model = MicronBERT(MicronBERTConfig(**ckpt["config"]))
+        model = MicronBERT(config_from_dict(ckpt["config"], path), backend=backend)
     load_state_dict_strict(getattr(model, "module", model), ckpt["model"], path)
     return model, ckpt

@@ -11,28 +11,33 @@ import time
 # ------------------------------------------------------------------ helpers
 def _model_from(args):
     from . import create_model, load_checkpoint, load_official_checkpoint
+    backend = getattr(args, "backend", "auto")
     if getattr(args, "checkpoint", None):
         try:
-            return load_checkpoint(args.checkpoint)[0]
+            return load_checkpoint(args.checkpoint, backend=backend)[0]
         except Exception:
-            return load_official_checkpoint(args.checkpoint)
+            return load_official_checkpoint(args.checkpoint, backend=backend)
     overrides = json.loads(args.overrides) if getattr(args, "overrides", None) else {}
-    if getattr(args, "reference", False):
-        overrides["fused"] = False
-    return create_model(args.model, **overrides)
+    return create_model(args.model, backend=backend, **overrides)
 
 
 def _held_out_maps(model, table, masks_root):
     """Micro-motion maps of onset -> apex for the clips in ``table``, and their ROC-AUC
     against the ground-truth masks ``masks_root/<subject>/<clip>.png``."""
-    from .data import normalize
     from .maps import onset_apex_masks, roc_auc
     on, ap, truth = onset_apex_masks(table, masks_root, model.config.img_size)
-    maps = model.eval().micro_motion_map(normalize(on), normalize(ap))
+    maps = model.eval().micro_motion_map(on, ap)  # uint8 frames: the model normalises them
     # control: the same map on a pair without motion (apex, apex) shows what position and
     # texture alone give against the same masks
-    still = model.micro_motion_map(normalize(ap), normalize(ap))
+    still = model.micro_motion_map(ap, ap)
     return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy()), roc_auc(still.numpy(), truth.numpy())
+
+
+def _add_backend_flag(p):
+    p.add_argument("--backend", choices=("auto", "triton", "torch", "reference"), default="auto",
+                   help="path of attention, DMA and the swap: auto = the fused Triton kernels on "
+                        "CUDA, plain PyTorch on the CPU; reference = the readable spec; triton "
+                        "fails with the reason where it cannot run (default: auto)")
 
 
 def _add_train_flags(p):
@@ -107,7 +112,6 @@ def cmd_visualize(args):
     import numpy as np
     import torch
 
-    from .data import normalize
     from .data.io import read_frames, resize_u8
     from .viz import save_motion_maps
     model = _model_from(args).eval()
@@ -116,7 +120,7 @@ def cmd_visualize(args):
         [read_frames(args.frame_a)[0], read_frames(args.frame_b)[0]])
     x = resize_u8(torch.from_numpy(frames).permute(0, 3, 1, 2), size)
     ref = x[:1].expand(len(x) - 1, -1, -1, -1)
-    maps = model.micro_motion_map(normalize(ref), normalize(x[1:]))
+    maps = model.micro_motion_map(ref, x[1:])
     os.makedirs(args.out, exist_ok=True)
     k = min(len(maps), 8)
     idx = np.linspace(0, len(maps) - 1, k).round().astype(int)
@@ -130,15 +134,10 @@ def cmd_visualize(args):
     print(f"[visualize] wrote {args.out}/motion_maps.png" + (" and motion_maps.mp4" if args.clip else ""))
 
 
-# the demo's model: the diagonal loss on the "match" target with a band left out, and DMA
-# as an absolute matcher (identity-initialised q/k, sharp scale, a null key); see README
-DEMO_OVERRIDES = {"lambda_diag": 1.0, "diag_target": "match", "diag_tol": 0.01, "diag_change": 0.05,
-                  "dma_null_key": True, "dma_init": "identity", "dma_scale": 2.34}
-
-
 def demo(args) -> dict:
-    """Synthesise a micro-expression set from real faces, pre-train micronbert_tiny on the
-    CPU, evaluate the micro-motion maps on held-out subjects and LOSO recognition."""
+    """Synthesise a micro-expression set from real faces, pre-train a small μ-BERT (the
+    paper's method, ``micronbert_tiny``, unless ``--model`` names a variant) on the CPU,
+    evaluate the micro-motion maps on held-out subjects and LOSO recognition."""
     import torch
 
     from . import create_model
@@ -171,10 +170,10 @@ def demo(args) -> dict:
     train_clips = sorted(table[~table.subject.isin(held)].path)
     train_clips += corpus_clips
     test_table = table[table.subject.isin(held)]
-    overrides = {**DEMO_OVERRIDES, **json.loads(args.overrides or "{}")}
-    model = create_model("micronbert_tiny", **overrides)
+    overrides = json.loads(args.overrides or "{}")
+    model = create_model(args.model, backend=args.backend, **overrides)
     *_, auc0, _ = _held_out_maps(model, test_table, os.path.join(data, "masks"))
-    print(f"[demo] 2/4 pre-training micronbert_tiny for {args.steps} steps on {len(train_clips)} "
+    print(f"[demo] 2/4 pre-training {args.model} for {args.steps} steps on {len(train_clips)} "
           f"unlabeled clips (held-out subjects excluded)", flush=True)
     loader = PairLoader(train_clips, 64, args.batch, 8, (1, 6), args.seed)
     records = train(model, loader, args.steps, os.path.join(args.out, "pretrain"), lr=args.lr,
@@ -198,7 +197,8 @@ def demo(args) -> dict:
            "map_diagnostics": diagnostics,
            "loso": {k: res[k] for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")},
            "pretrain": {"steps": args.steps, "batch": args.batch, "clips": len(train_clips),
-                        "config": overrides,
+                        "model": args.model, "overrides": overrides,
+                        "extensions": model.config.extensions(),
                         "rec_loss_first10": sum(r["rec_loss"] for r in records[:10]) / max(1, len(records[:10])),
                         "rec_loss_last10": sum(r["rec_loss"] for r in records[-10:]) / max(1, len(records[-10:]))},
            "seconds": round(time.time() - t_start, 1)}
@@ -225,8 +225,11 @@ def main(argv=None):
     d.add_argument("--corpus-faces", type=int, default=48,
                    help="other faces whose unlabeled clips (motion anywhere) join pre-training")
     d.add_argument("--corpus-clips", type=int, default=8, help="unlabeled clips per corpus face")
-    d.add_argument("--overrides", default=None,
-                   help='JSON of model config overrides (default {"lambda_diag": 1, "diag_target": "match"})')
+    d.add_argument("--model", default="micronbert_tiny",
+                   help="named config: micronbert_tiny (the paper's method) or our variant "
+                        "micronbert_tiny_nullkey")
+    d.add_argument("--overrides", default=None, help="JSON of model config overrides (default none)")
+    _add_backend_flag(d)
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
 
     s = sub.add_parser("synth", help="write a synthetic micro-expression dataset (CASME II layout)")
@@ -245,7 +248,7 @@ def main(argv=None):
         t.add_argument("--model", default="micronbert_s8", help="named config")
         t.add_argument("--overrides", default=None, help="JSON of config overrides")
         t.add_argument("--checkpoint", default=None, help="start from these weights")
-        t.add_argument("--reference", action="store_true", help="the plain PyTorch reference path")
+        _add_backend_flag(t)
         t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
         _add_train_flags(t)
 
@@ -257,6 +260,7 @@ def main(argv=None):
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--model", default="micronbert_s8", help="named config (without --checkpoint)")
         e.add_argument("--overrides", default=None, help="JSON of config overrides")
+        _add_backend_flag(e)
         e.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
         e.add_argument("--head-epochs", type=int, default=300, help="epochs of the head per fold")
         e.add_argument("--on-error", choices=("raise", "skip"), default="raise")
@@ -265,6 +269,7 @@ def main(argv=None):
     v.add_argument("--checkpoint", default=None, help="weights")
     v.add_argument("--model", default="micronbert_s8", help="named config (without --checkpoint)")
     v.add_argument("--overrides", default=None, help="JSON of config overrides")
+    _add_backend_flag(v)
     v.add_argument("--clip", default=None, help="a video or frame folder (maps of every frame vs the first)")
     v.add_argument("--frame-a", default=None, help="earlier frame (image file or folder)")
     v.add_argument("--frame-b", default=None, help="later frame")
@@ -284,9 +289,22 @@ def main(argv=None):
                 setattr(args, key, val)
     if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
         p.error("visualize needs --clip, or --frame-a and --frame-b")
-    {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
-     "finetune": cmd_evaluate, "visualize": cmd_visualize}[args.cmd](args)
+    run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
+           "finetune": cmd_evaluate, "visualize": cmd_visualize}[args.cmd]
+    try:
+        run(args)
+    except ModuleNotFoundError as e:  # a lean install: name the extra that brings it
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        p.exit(1, f"micronbert {args.cmd}: needs the Python module {e.name!r}, which the "
+                  f"lean install leaves out: pip install 'micronbert-fused[{extra}]'\n")
     return 0
+
+
+# modules of the optional extras (setup.py) -> the extra that installs them
+_EXTRAS = {"av": "cli", "cv2": "cli", "pandas": "cli", "openpyxl": "cli", "PIL": "cli",
+           "skimage": "cli", "scipy": "cli", "tqdm": "cli", "matplotlib": "cli", "nvidia": "dali"}
 
 
 if __name__ == "__main__":

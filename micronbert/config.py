@@ -26,12 +26,6 @@ class MicronBERTConfig:
     dma_heads: int = 1
     dma_role: str = "paper"  # "paper": Q from P_{t+d}, K,V from P_{t/s}; "official": Q,V from P_{t/s}, K from P_{t+d}
     diag_att: bool = True  # False: the authors' full cross-attention (their released checkpoint)
-    dma_scale: Optional[float] = None  # score scale of DMA (None: head_dim ** -0.5)
-    # an extension, not in the paper: a null key per query (kernels/dma.py) makes D an
-    # absolute match test instead of a relative one; "identity" starts to_q and to_k as
-    # the identity, so DMA compares the two frames' tokens directly from step 0
-    dma_null_key: bool = False
-    dma_init: str = "xavier"  # "xavier" | "identity"
     # Patch of Interest
     poi_mask: str = "gate"  # "none" | "gate" | "soft" | "hard" (soft/hard include the gate)
     poi_quantile: float = 0.25  # hard mask: keys below this score quantile are masked
@@ -48,27 +42,37 @@ class MicronBERTConfig:
     # blockwise swapping
     mask_type: str = "block"  # "block" | "random"
     swap_ratio: float = 0.5
-    # loss weights
+    # loss weights: L = L_rec + lambda_poi * L_poi + lambda_diag * smoothL1(D, M)
     lambda_poi: float = 1.0
     lambda_diag: float = 0.0
-    # target of the diagonal loss: "swap" = the swap mask M (the paper); "match" = 1 wherever
-    # the key patch shows what the query patch shows: swapped, or unchanged between the two
-    # frames (mean |difference| <= diag_tol, in normalised pixel units); 0 where they differ
-    diag_target: str = "swap"
-    diag_tol: float = 0.02
-    # "match": patches that changed by more than diag_tol but less than diag_change are
-    # left out of the loss (None: diag_change = diag_tol, nothing left out)
-    diag_change: Optional[float] = None
     # authors' auxiliary head (fc.*)
     aux_cls: bool = False
-    # fused kernels (None: follow micronbert.kernels.use_fused())
-    fused: Optional[bool] = None
+    # uint8 frames are scaled to [0, 1], then normalised by these (ImageNet's, as the authors)
+    pixel_mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    # ---- extensions, not in the paper (micronbert/variants.py); the defaults are the paper's
+    # score scale of DMA (None: head_dim ** -0.5, the paper's)
+    dma_scale: Optional[float] = None
+    # a null key per query (kernels/dma.py) makes D an absolute match test, not a relative one
+    dma_null_key: bool = False
+    # "identity" starts to_q and to_k as the identity: DMA compares the tokens from step 0
+    dma_init: str = "xavier"  # "xavier" | "identity"
+    # target of the diagonal loss: "swap" = the swap mask M (the paper); "match" = 1 wherever
+    # the key patch shows what the query patch shows (swapped, or unchanged within diag_tol),
+    # 0 where they differ by diag_change or more, left out in between (variants.py)
+    diag_target: str = "swap"
+    diag_tol: float = 0.02
+    diag_change: Optional[float] = None  # None: diag_tol (nothing left out)
 
     def __post_init__(self):
         if isinstance(self.img_size, int):
             self.img_size = (self.img_size, self.img_size)
         self.img_size = tuple(int(s) for s in self.img_size)
         self.crop_scale = tuple(self.crop_scale)
+        self.pixel_mean, self.pixel_std = tuple(self.pixel_mean), tuple(self.pixel_std)
+        if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
+            raise ValueError(f"pixel_mean and pixel_std need one value per channel ({self.in_chans})")
         h, w = self.img_size
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
@@ -94,6 +98,15 @@ class MicronBERTConfig:
     def to_dict(self):
         return asdict(self)
 
+    def extensions(self) -> dict:
+        """The fields set away from the paper's method (empty for the paper's μ-BERT)."""
+        base = MicronBERTConfig()
+        return {k: getattr(self, k) for k in EXTENSION_FIELDS if getattr(self, k) != getattr(base, k)}
+
+
+# fields the paper does not have (grouped last in the dataclass)
+EXTENSION_FIELDS = ("dma_scale", "dma_null_key", "dma_init", "diag_target", "diag_tol", "diag_change")
+
 
 CONFIGS = {
     # the authors' released architecture (mae_vit_small_patch8)
@@ -104,11 +117,20 @@ CONFIGS = {
         decoder_embed_dim=128, decoder_depth=1, decoder_num_heads=4,
         dino_out_dim=64, dino_hidden_dim=256, dino_bottleneck_dim=64),
 }
+# our variant, opt-in (README, bench/results/cpu-x86_64-2cores/demo): DMA as an absolute
+# matcher (null key, identity-initialised q/k, a sharp scale) trained with the "match"
+# diagonal target with a band left out. Not the paper's μ-BERT.
+CONFIGS["micronbert_tiny_nullkey"] = replace(
+    CONFIGS["micronbert_tiny"], lambda_diag=1.0, diag_target="match", diag_tol=0.01,
+    diag_change=0.05, dma_null_key=True, dma_init="identity", dma_scale=2.34)
 
 
 def get_config(name: str, **overrides) -> MicronBERTConfig:
     if name not in CONFIGS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(CONFIGS)}")
+    if "fused" in overrides:
+        raise TypeError("'fused' is no longer a config field: pass backend='reference' "
+                        "(or 'auto', 'torch', 'triton') to create_model / MicronBERT")
     known = {f.name for f in fields(MicronBERTConfig)}
     bad = sorted(set(overrides) - known)
     if bad:
@@ -116,7 +138,12 @@ def get_config(name: str, **overrides) -> MicronBERTConfig:
     return replace(CONFIGS[name], **overrides)
 
 
-def create_model(name: str, **overrides):
-    """Build a named μ-BERT model, e.g. ``create_model("micronbert_tiny", poi_loss="mse")``."""
+def create_model(name: str, backend: str = "auto", **overrides):
+    """Build a named μ-BERT model, e.g. ``create_model("micronbert_tiny", poi_loss="mse")``.
+
+    ``backend`` ("auto" | "triton" | "torch" | "reference", micronbert.kernels.backend) is
+    chosen here, once, for attention, DMA and the swap; it is not part of the config and
+    is not saved in checkpoints.
+    """
     from .model import MicronBERT
-    return MicronBERT(get_config(name, **overrides))
+    return MicronBERT(get_config(name, **overrides), backend=backend)

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from .data.io import read_frames, resize_u8
-from .data.synthetic import normalize
 
 
 def metrics(y_true, y_pred, n_classes: int) -> Dict[str, float]:
@@ -52,8 +51,7 @@ def clip_features(model, table, device="cpu", batch: int = 32) -> torch.Tensor:
     onset, apex = onset_apex_frames(table, model.config.img_size)
     feats = []
     for i in range(0, len(onset), batch):
-        a = normalize(onset[i:i + batch].to(device))
-        b = normalize(apex[i:i + batch].to(device))
+        a, b = onset[i:i + batch].to(device), apex[i:i + batch].to(device)  # uint8
         out, diag, ta, tb = model.pair_forward(a, b)
         change = (tb - ta).norm(dim=-1)
         change = change / change.amax(1, keepdim=True).clamp_min(1e-12)

@@ -1,6 +1,9 @@
 """μ-BERT in plain PyTorch (DESIGN §1): μ-Encoder, blockwise swapping, DMA, PoI,
-μ-Decoder and the losses. One switch (``config.fused`` / ``micronbert.kernels.
-set_fused``) picks the fused kernels or the readable reference path.
+μ-Decoder and the losses. ``MicronBERT(config, backend=...)`` picks, once, the path of
+attention, DMA and the swap (micronbert.kernels.backend: "auto" | "triton" | "torch" |
+"reference"); the choice is not part of the config and not saved in checkpoints.
+Frames come in as uint8 (B, 3, H, W) or (B, H, W, 3), which the swap kernel gathers,
+scales, normalises and casts in one pass, or as already-normalised float (B, 3, H, W).
 
 Shapes: B batch, N patches, D encoder width, p patch size, C channels.
 Parameter names follow the authors' code (``backbone.*``, ``att.*``,
@@ -16,9 +19,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import variants
 from .config import MicronBERTConfig
-from .kernels import (DiagonalMicroAttention, blockwise_swap_patches, generate_swap_mask,
-                      patchify, use_fused)
+from .kernels import (DiagonalMicroAttention, blockwise_swap_patches, check_backend,
+                      generate_swap_mask, triton_unavailable_reason, unpatchify)
 
 
 def sincos_pos_embed(dim: int, grid) -> torch.Tensor:
@@ -37,31 +41,28 @@ def sincos_pos_embed(dim: int, grid) -> torch.Tensor:
     return torch.from_numpy(emb).float().unsqueeze(0)
 
 
-def _fused(cfg: MicronBERTConfig) -> bool:
-    return use_fused() if cfg.fused is None else cfg.fused
-
-
 class Attention(nn.Module):
-    """Multi-head self-attention; SDPA (or xformers on CUDA) when fused, explicit otherwise."""
+    """Multi-head self-attention: explicit softmax(QK^T)V on the "reference" backend, SDPA
+    otherwise (xformers on CUDA where installed, for "auto" and "triton")."""
 
-    def __init__(self, dim, num_heads, fused):
+    def __init__(self, dim, num_heads, backend):
         super().__init__()
-        self.num_heads, self.scale, self.fused = num_heads, (dim // num_heads) ** -0.5, fused
+        self.num_heads, self.scale, self.backend = num_heads, (dim // num_heads) ** -0.5, backend
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):  # B N D
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
-        if self.fused and x.is_cuda and _xformers() is not None:
+        if self.backend in ("auto", "triton") and x.is_cuda and _xformers() is not None:
             q, k, v = qkv.unbind(2)  # B N h d
             x = _xformers().memory_efficient_attention(q, k, v).reshape(b, n, c)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B h N d
-            if self.fused:
-                x = F.scaled_dot_product_attention(q, k, v)
-            else:
+            if self.backend == "reference":
                 x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+            else:
+                x = F.scaled_dot_product_attention(q, k, v)
             x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj(x)
 
@@ -91,10 +92,10 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
-    def __init__(self, dim, num_heads, mlp_ratio, eps, fused):
+    def __init__(self, dim, num_heads, mlp_ratio, eps, backend):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, fused)
+        self.attn = Attention(dim, num_heads, backend)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -120,13 +121,13 @@ class PatchEmbed(nn.Module):
 class Encoder(nn.Module):
     """μ-Encoder: patch embedding, contextual token, fixed sin-cos positions, blocks, norm."""
 
-    def __init__(self, cfg: MicronBERTConfig, fused: bool):
+    def __init__(self, cfg: MicronBERTConfig, backend: str):
         super().__init__()
         d = cfg.embed_dim
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))  # the contextual token z^CT
         self.register_buffer("pos_embed", sincos_pos_embed(d, cfg.grid))  # 1, N+1, D
-        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, fused)
+        self.blocks = nn.ModuleList(Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, backend)
                                     for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
 
@@ -166,9 +167,9 @@ class DINOHead(nn.Module):
 class Teacher(nn.Module):
     """EMA copy of the encoder and DINO head (never trained by the optimiser)."""
 
-    def __init__(self, cfg, fused):
+    def __init__(self, cfg, backend):
         super().__init__()
-        self.backbone = Encoder(cfg, fused)
+        self.backbone = Encoder(cfg, backend)
         self.head = DINOHead(cfg.embed_dim, cfg.dino_out_dim, cfg.dino_hidden_dim,
                              cfg.dino_bottleneck_dim)
 
@@ -220,30 +221,42 @@ def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3), ran
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _checked_backend(backend: str) -> str:
+    """A known backend name; "triton" only where Triton can run at all (CUDA, or the
+    interpreter), so a model that cannot have the fused path says why when it is built."""
+    check_backend(backend)
+    if backend == "triton":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        why = triton_unavailable_reason(device=dev)
+        if why is not None:
+            raise RuntimeError(f"MicronBERT(backend='triton') cannot run here: {why}")
+    return backend
+
+
 class MicronBERT(nn.Module):
-    def __init__(self, cfg: MicronBERTConfig):
+    def __init__(self, cfg: MicronBERTConfig, backend: str = "auto"):
         super().__init__()
         self.config = cfg
-        fused = _fused(cfg)
-        self.backbone = Encoder(cfg, fused)
+        self.backend = backend = _checked_backend(backend)
+        self.backbone = Encoder(cfg, backend)
         self.att = DiagonalMicroAttention(cfg.embed_dim, cfg.dma_heads, qkv_bias=True,
                                           qk_scale=cfg.dma_scale, diagonal=cfg.diag_att,
                                           poi_mode=cfg.poi_mask, poi_quantile=cfg.poi_quantile,
-                                          backend="auto" if fused else "reference",
+                                          backend=backend,
                                           null_key=cfg.dma_null_key)
         if cfg.has_decoder:
             dd = cfg.decoder_embed_dim
             self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
             self.register_buffer("decoder_pos_embed", sincos_pos_embed(dd, cfg.grid))
             self.decoder_blocks = nn.ModuleList(
-                Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.norm_eps, fused)
+                Block(dd, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.norm_eps, backend)
                 for _ in range(cfg.decoder_depth))
             self.decoder_norm = nn.LayerNorm(dd, eps=cfg.norm_eps)
             self.decoder_pred = nn.Linear(dd, cfg.patch_size ** 2 * cfg.in_chans)
         if cfg.poi_loss == "dino":
             self.dino_head = DINOHead(cfg.embed_dim, cfg.dino_out_dim, cfg.dino_hidden_dim,
                                       cfg.dino_bottleneck_dim)
-            self.teacher = Teacher(cfg, fused)
+            self.teacher = Teacher(cfg, backend)
             self.dino_loss_fn = DINOLoss(cfg.dino_out_dim, cfg.student_temp, cfg.teacher_temp,
                                          cfg.center_momentum)
         if cfg.aux_cls:
@@ -277,33 +290,58 @@ class MicronBERT(nn.Module):
             self.teacher.head.load_state_dict(self.dino_head.state_dict())
             self.teacher.requires_grad_(False)
 
-    # ---------------------------------------------------------------- checks
-    def _check_images(self, x, name):
+    # ---------------------------------------------------------------- input
+    def _layout(self, x, name):
+        """Check a frame batch; returns whether it is channels-last uint8 (B, H, W, C)."""
         cfg = self.config
         if not torch.is_tensor(x):
             raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
         if x.dim() != 4:
-            raise ValueError(f"{name} must be (B, C, H, W), got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a float tensor of normalised pixels, got {x.dtype}")
-        if x.shape[1] != cfg.in_chans:
-            raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {cfg.in_chans}")
-        if tuple(x.shape[2:]) != cfg.img_size:
-            raise ValueError(f"{name} is {tuple(x.shape[2:])} pixels, the model expects {cfg.img_size}")
+            raise ValueError(f"{name} must be (B, C, H, W) (or uint8 (B, H, W, C)), got shape "
+                             f"{tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            cl = x.shape[1] != cfg.in_chans and x.shape[3] == cfg.in_chans
+        elif x.is_floating_point():
+            cl = False
+        else:
+            raise TypeError(f"{name} must be uint8 frames or float normalised frames, got {x.dtype}")
+        c, hw = (x.shape[3], tuple(x.shape[1:3])) if cl else (x.shape[1], tuple(x.shape[2:]))
+        if c != cfg.in_chans:
+            raise ValueError(f"{name} has {c} channels, the model expects {cfg.in_chans}")
+        if hw != cfg.img_size:
+            raise ValueError(f"{name} is {hw} pixels, the model expects {cfg.img_size}")
+        return cl
 
-    def _check_pair(self, a, b, names):
-        self._check_images(a, names[0])
-        self._check_images(b, names[1])
-        if a.shape != b.shape:
-            raise ValueError(f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} differ")
+    def swap_patches(self, frame_a, frame_b, swap_mask, names=("frame_a", "frame_b"), want=True):
+        """Patchified I_{t/s} (frame_a's patches, frame_b's where ``swap_mask``) and, when
+        ``want``, frame_a and frame_b patchified: one pass of the swap kernel, which also
+        scales and normalises uint8 frames (``config.pixel_mean/std``). (B, N, p*p*C) fp32."""
+        cl = self._layout(frame_a, names[0])
+        if self._layout(frame_b, names[1]) != cl or frame_a.shape != frame_b.shape \
+                or frame_a.dtype != frame_b.dtype:
+            raise ValueError(f"{names[0]} {tuple(frame_a.shape)} {frame_a.dtype} and {names[1]} "
+                             f"{tuple(frame_b.shape)} {frame_b.dtype} differ")
+        u8 = frame_a.dtype == torch.uint8
+        cfg = self.config
+        return blockwise_swap_patches(
+            frame_a, frame_b, swap_mask, cfg.patch_size, cfg.pixel_mean if u8 else None,
+            cfg.pixel_std if u8 else None, torch.float32 if u8 else None, return_target=want,
+            return_other=want, channels_last=cl, backend=self.backend)
+
+    def patchify(self, images, name="images"):
+        """Frames (uint8 or normalised float) -> normalised patches (B, N, p*p*C)."""
+        keep = torch.zeros(images.shape[0], self.config.num_patches, dtype=torch.bool,
+                           device=images.device)
+        return self.swap_patches(images, images, keep, (name, name), want=False)
+
+    def normalize(self, images):
+        """Frames (uint8 or normalised float) -> normalised float (B, C, H, W)."""
+        return unpatchify(self.patchify(images), self.config.patch_size, self.config.grid,
+                          self.config.in_chans)
 
     # ---------------------------------------------------------------- parts
-    def patchify(self, images):  # B C H W -> B N p*p*C
-        return patchify(images, self.config.patch_size)
-
     def encode(self, images):
         """images (B, C, H, W) -> ct (B, D), tokens (B, N, D)."""
-        self._check_images(images, "images")
         x = self.backbone(self.patchify(images))
         return x[:, 0], x[:, 1:]
 
@@ -332,9 +370,10 @@ class MicronBERT(nn.Module):
 
     def pair_forward(self, frame_swapped, frame_next):
         """One encoder pass over both frames, then DMA -> (out, diag, tokens_swapped, tokens_next)."""
-        self._check_pair(frame_swapped, frame_next, ("frame_swapped", "frame_next"))
         b = frame_swapped.shape[0]
-        x = self.backbone(self.patchify(torch.cat([frame_swapped, frame_next])))
+        keep = torch.zeros(b, self.config.num_patches, dtype=torch.bool, device=frame_swapped.device)
+        ps, _, pn = self.swap_patches(frame_swapped, frame_next, keep, ("frame_swapped", "frame_next"))
+        x = self.backbone(torch.cat([ps, pn]))
         out, diag, _ = self.dma(x[:b, 1:], x[b:, 1:], x[b:, 0])
         return out, diag, x[:b, 1:], x[b:, 1:]
 
@@ -371,12 +410,13 @@ class MicronBERT(nn.Module):
             target = (target - mean) / (var + 1e-6) ** 0.5
         return F.mse_loss(pred.float(), target.float())
 
-    def poi_loss(self, frame_next, ct_next, ct_crop):
-        """Agreement of the CT of I_{t+d} with that of Crop(I_{t+d})."""
+    def poi_loss(self, patches_next, ct_next, ct_crop):
+        """Agreement of the CT of I_{t+d} (its patches ``patches_next``) with that of
+        Crop(I_{t+d})."""
         cfg = self.config
         if cfg.poi_loss == "dino":
             with torch.no_grad():
-                t = self.teacher.backbone(self.patchify(frame_next))[:, 0]
+                t = self.teacher.backbone(patches_next)[:, 0]
                 t = self.teacher.head(t)
             return self.dino_loss_fn(self.dino_head(ct_crop), t)
         # "mse": regress the crop's CT onto the stop-gradient full-frame CT, with a
@@ -387,34 +427,15 @@ class MicronBERT(nn.Module):
             loss = loss + cfg.mse_var_weight * F.relu(1 - std).mean()
         return loss
 
-    @torch.no_grad()
-    def diag_target(self, swap_mask, swapped, nxt):
-        """Target of the diagonal loss, (B, N) float, from the swap mask and the patchified
-        I_{t/s} and I_{t+d}: M itself ("swap"), or ("match") 1 where the two patches agree
-        within ``diag_tol`` (every swapped patch and every unchanged one), 0 where they
-        differ by ``diag_change`` or more, and -1 (left out of the loss) in between."""
+    def diag_loss(self, diag, swap_mask, swapped, nxt):
+        """The paper's smooth-L1(D, M) on the swap mask, or (``diag_target="match"``, not in
+        the paper) the balanced loss on the match target of micronbert/variants.py."""
         cfg = self.config
         if cfg.diag_target == "swap":
-            return swap_mask.float()
-        diff = (swapped.float() - nxt.float()).abs().mean(-1)  # B N
-        change = cfg.diag_tol if cfg.diag_change is None else cfg.diag_change
-        want = torch.where(diff > change, 0.0, -1.0)
-        want = torch.where(diff <= cfg.diag_tol, 1.0, want)
-        return want.masked_fill(swap_mask, 1.0)
-
-    def diag_loss(self, diag, want):
-        """smooth-L1 of D (B, heads, N) against the target (B, N). With ``"match"`` the
-        changed patches are few, so the two target classes are averaged separately and the
-        loss is the mean of the two (a class absent from the batch is left out, and so are
-        the patches whose target is -1)."""
-        want = want.unsqueeze(1).expand_as(diag)
-        loss = F.smooth_l1_loss(diag.float(), want.clamp_min(0), reduction="none")
-        if self.config.diag_target == "swap":
-            return loss.mean()
-        masks = torch.stack([want == 0, want == 1]).float()  # changed, unchanged (static shapes)
-        count = masks.flatten(1).sum(1)
-        means = (loss * masks).flatten(1).sum(1) / count.clamp_min(1)
-        return means.sum() / (count > 0).sum()
+            want = swap_mask.float().unsqueeze(1).expand_as(diag)
+            return F.smooth_l1_loss(diag.float(), want)
+        want = variants.match_target(swap_mask, swapped, nxt, cfg.diag_tol, cfg.diag_change)
+        return variants.balanced_diag_loss(diag, want)
 
     @torch.no_grad()
     def update_teacher(self, momentum: float):
@@ -428,7 +449,9 @@ class MicronBERT(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, frame_t, frame_next, swap_mask=None, generator=None, crop_rand=None):
-        """Pre-training forward on a pair (I_t, I_{t+d}) of normalised frames (B, C, H, W).
+        """Pre-training forward on a pair (I_t, I_{t+d}): uint8 frames (B, 3, H, W) or
+        (B, H, W, 3), normalised by the swap kernel in one pass, or normalised float frames
+        (B, 3, H, W); the loss is the same for both.
 
         ``swap_mask`` (B, N) bool, drawn with ``generator`` when None; ``crop_rand`` (B, 4)
         fixes the PoI crop (drawn with ``generator`` when None).
@@ -437,31 +460,29 @@ class MicronBERT(nn.Module):
         diag (B, heads, N), swap_mask (B, N), poi_scores (B, N) or None.
         """
         cfg = self.config
-        self._check_pair(frame_t, frame_next, ("frame_t", "frame_next"))
         b, n = frame_t.shape[0], cfg.num_patches
         if swap_mask is None:
             swap_mask = generate_swap_mask(cfg.mask_type, b, cfg.grid, cfg.swap_ratio,
                                            generator, device=frame_t.device)
-        if tuple(swap_mask.shape) != (b, n) or swap_mask.dtype != torch.bool:
+        if not torch.is_tensor(swap_mask) or tuple(swap_mask.shape) != (b, n) \
+                or swap_mask.dtype != torch.bool:
             raise ValueError(f"swap_mask must be bool (B, N)=({b}, {n}), got "
-                             f"{swap_mask.dtype} {tuple(swap_mask.shape)}")
-        swapped, target, nxt = blockwise_swap_patches(
-            frame_t, frame_next, swap_mask, cfg.patch_size, return_target=True, return_other=True,
-            backend="auto" if _fused(cfg) else "reference")
+                             f"{getattr(swap_mask, 'dtype', None)} {tuple(getattr(swap_mask, 'shape', ()))}")
+        swapped, target, nxt = self.swap_patches(frame_t, frame_next, swap_mask,
+                                                 ("frame_t", "frame_next"))
         views = [swapped, nxt]
         use_crop = self.training and cfg.poi_loss != "none" and cfg.lambda_poi > 0
         if use_crop:
-            views.append(self.patchify(random_resized_crop(frame_next, cfg.crop_scale, generator,
-                                                           rand=crop_rand)))
+            image_next = unpatchify(nxt, cfg.patch_size, cfg.grid, cfg.in_chans)
+            crop = random_resized_crop(image_next, cfg.crop_scale, generator, rand=crop_rand)
+            views.append(self.patchify(crop, "crop"))
         x = self.backbone(torch.cat(views))  # one encoder pass: (V*B, 1+N, D)
         out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
         zero = out.new_zeros(()).float()
         pred = self.decode(out) if cfg.has_decoder else None
         rec = self.reconstruction_loss(pred, target) if pred is not None else zero
-        poi = self.poi_loss(frame_next, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
-        dgl = zero
-        if cfg.lambda_diag > 0:
-            dgl = self.diag_loss(diag, self.diag_target(swap_mask, swapped, nxt))
+        poi = self.poi_loss(nxt, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
+        dgl = self.diag_loss(diag, swap_mask, swapped, nxt) if cfg.lambda_diag > 0 else zero
         loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
         return {"loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": dgl, "pred": pred,
                 "diag": diag, "swap_mask": swap_mask, "poi_scores": scores}

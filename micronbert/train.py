@@ -4,6 +4,12 @@ gradient accumulation, the PoI EMA teacher, bf16 autocast on CUDA, a stop on a
 non-finite loss, atomic checkpoints with exact resume (model, optimiser, schedule
 position, RNG, loader position), a progress bar, JSON-lines logs, optional TensorBoard,
 and DistributedDataParallel under ``torchrun`` (nccl on GPU, gloo on CPU).
+
+The loader's uint8 frames go to the device as they are (from pinned memory, without
+blocking); the model's swap kernel gathers, normalises and casts them in one pass.
+Pieces, as MAE's engine_pretrain: ``setup_run`` (model, optimiser, resume, logs),
+``train_step`` (one optimiser step over ``accum`` micro-batches), ``save_run`` (the
+checkpoint), ``log_step``; ``train`` ties them together.
 """
 from __future__ import annotations
 
@@ -12,13 +18,13 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.synthetic import normalize
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_lr: float = 0.0) -> float:
@@ -74,111 +80,159 @@ def init_distributed():
     return dist_info()
 
 
-def train(model, loader, steps: int, out_dir: str, lr: float = 1.5e-4, min_lr: float = 0.0,
-          warmup: int = 20, weight_decay: float = 0.05, accum: int = 1, ema: float = 0.996,
-          ckpt_every: int = 100, resume: Optional[str] = None, bf16: bool = True,
-          compile: bool = False, progress: bool = True, tensorboard: bool = False,
-          stop_after: Optional[int] = None, device: Optional[str] = None):
-    """Pre-train ``model`` on ``loader`` (a PairLoader) for ``steps`` optimiser steps.
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a pre-training run (``train(..., **fields)``)."""
+    steps: int = 1000
+    lr: float = 1.5e-4
+    min_lr: float = 0.0
+    warmup: int = 20
+    weight_decay: float = 0.05
+    accum: int = 1
+    ema: float = 0.996  # base momentum of the PoI EMA teacher
+    ckpt_every: int = 100
+    bf16: bool = True  # bf16 autocast on CUDA
+    compile: bool = False
+    tensorboard: bool = False
+    stop_after: Optional[int] = None  # end early (as if killed) after this many steps
 
-    Checkpoints go to ``out_dir/last.pt`` (atomically) every ``ckpt_every`` steps and at the
-    end; ``resume`` continues exactly from such a file. ``stop_after`` ends the run early
-    (as if killed) after that many steps, leaving the checkpoint. Returns the log records.
-    """
-    from tqdm import tqdm
 
-    rank, world = dist_info()
+class Run:
+    """What a pre-training run holds between steps."""
+
+    def __init__(self, model, loader, tc: TrainConfig, out_dir: str, device: str):
+        self.model, self.loader, self.tc, self.out_dir, self.device = model, loader, tc, out_dir, device
+        self.rank, self.world = dist_info()
+        self.opt = make_optimizer(model, tc.lr, tc.weight_decay)
+        self.net, self.start, self.it = model, 0, None
+        self.amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tc.bf16
+                    else nullcontext())
+        self.ckpt_path = os.path.join(out_dir, "last.pt")
+        self.log = self.tb = None
+
+
+def setup_run(model, loader, tc: TrainConfig, out_dir: str, resume: Optional[str] = None,
+              device: Optional[str] = None) -> Run:
+    """Move the model, build the optimiser, restore a checkpoint, wrap DDP / compile, open logs."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    opt = make_optimizer(model, lr, weight_decay)
-    start = 0
+    run = Run(model, loader, tc, out_dir, device)
     if resume:
         _, ck = load_checkpoint(resume, map_location=device, model=model)
-        opt.load_state_dict(ck["optimizer"])
+        run.opt.load_state_dict(ck["optimizer"])
         loader.load_state_dict(ck["loader"])
         torch.set_rng_state(ck["rng"]["torch"])
         if device == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"])
-        start = ck["step"]
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
+        run.start = ck["step"]
+    if run.world > 1:
+        run.net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
             broadcast_buffers=False)
-    if compile:
-        net = torch.compile(net)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if (device == "cuda" and bf16) else nullcontext()
+    if tc.compile:
+        run.net = torch.compile(run.net)
     os.makedirs(out_dir, exist_ok=True)
-    log = open(os.path.join(out_dir, "log.jsonl"), "a") if rank == 0 else None
-    tb = None
-    if tensorboard and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        tb = SummaryWriter(os.path.join(out_dir, "tb"))
-    ckpt_path = os.path.join(out_dir, "last.pt")
+    if run.rank == 0:
+        run.log = open(os.path.join(out_dir, "log.jsonl"), "a")
+        if tc.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            run.tb = SummaryWriter(os.path.join(out_dir, "tb"))
+    run.it = iter(loader)
+    return run
 
-    def save(step):
-        if rank == 0:
-            save_checkpoint(ckpt_path, model, optimizer=opt.state_dict(), step=step,
-                            loader=loader.state_dict(), steps=steps,
-                            rng={"torch": torch.get_rng_state(),
-                                 "cuda": torch.cuda.get_rng_state() if device == "cuda" else None})
-        if world > 1:
-            dist.barrier()
 
-    it = iter(loader)
+def _next_batch(run: Run):
+    batch = next(run.it, None)
+    if batch is None:  # epoch done: the loader moved to the next one
+        run.it = iter(run.loader)
+        batch = next(run.it)
+    return {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(run: Run, step: int) -> dict:
+    """One optimiser step over ``accum`` micro-batches of uint8 frames; returns the mean
+    losses. Raises NonFiniteLoss before the update, so no bad weights are written."""
+    tc, device = run.tc, run.device
+    for grp in run.opt.param_groups:
+        grp["lr"] = cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.min_lr)
+    sums = torch.zeros(len(LOSSES) + 1, device=device)  # the losses, samples
+    for micro in range(tc.accum):
+        batch = _next_batch(run)
+        last = run.world == 1 or micro == tc.accum - 1
+        with nullcontext() if last else run.net.no_sync():  # DDP: all-reduce on the last only
+            with run.amp:
+                out = run.net(batch["frame_t"], batch["frame_next"], swap_mask=batch["swap_mask"],
+                              crop_rand=batch["crop_rand"])
+            (out["loss"] / tc.accum).backward()
+        sums += torch.stack([out[k].detach().float() for k in LOSSES] + [torch.ones((), device=device)])
+    if run.world > 1:
+        dist.all_reduce(sums)
+    means = dict(zip(LOSSES, (sums[:-1] / sums[-1]).tolist()))
+    if not math.isfinite(means["loss"]):
+        last_good = run.ckpt_path if os.path.exists(run.ckpt_path) else "none"
+        raise NonFiniteLoss(f"non-finite loss ({means['loss']}) at step {step}: stopping; the "
+                            f"last good checkpoint is {last_good}")
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    run.model.update_teacher(ema_momentum(step, tc.steps, tc.ema))
+    return means
+
+
+def save_run(run: Run, done: int):
+    """Checkpoint after ``done`` steps (rank 0 writes, atomically; the others wait)."""
+    if run.rank == 0:
+        cuda_rng = torch.cuda.get_rng_state() if run.device == "cuda" else None
+        save_checkpoint(run.ckpt_path, run.model, optimizer=run.opt.state_dict(), step=done,
+                        loader=run.loader.state_dict(), steps=run.tc.steps,
+                        rng={"torch": torch.get_rng_state(), "cuda": cuda_rng})
+    if run.world > 1:
+        dist.barrier()
+
+
+def log_step(run: Run, step: int, means: dict, sec: float) -> dict:
+    rec = {"step": step, **means, "lr": run.opt.param_groups[0]["lr"], "sec": sec,
+           "epoch": run.loader.epoch}
+    if run.log:
+        run.log.write(json.dumps(rec) + "\n")
+        run.log.flush()
+    if run.tb:
+        for k in LOSSES + ("lr",):
+            run.tb.add_scalar(k, rec[k], step)
+    return rec
+
+
+def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
+          progress: bool = True, device: Optional[str] = None, **hparams):
+    """Pre-train ``model`` on ``loader`` (a PairLoader) for ``steps`` optimiser steps.
+
+    ``hparams`` are TrainConfig's fields. Checkpoints go to ``out_dir/last.pt`` (atomically)
+    every ``ckpt_every`` steps and at the end; ``resume`` continues exactly from such a file.
+    Returns the log records.
+    """
+    from tqdm import tqdm
+
+    known = {f.name for f in fields(TrainConfig)}
+    if set(hparams) - known:
+        raise TypeError(f"unknown training settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
+    tc = TrainConfig(steps=steps, **hparams)
+    run = setup_run(model, loader, tc, out_dir, resume, device)
     records = []
     model.train()
-    bar = tqdm(range(start, steps), desc="pretrain", disable=not progress or rank != 0,
-               initial=start, total=steps, mininterval=1.0)
+    bar = tqdm(range(run.start, steps), desc="pretrain", disable=not progress or run.rank != 0,
+               initial=run.start, total=steps, mininterval=1.0)
     try:
         for step in bar:
             t0 = time.perf_counter()
-            for grp in opt.param_groups:
-                grp["lr"] = cosine_lr(step, steps, lr, warmup, min_lr)
-            sums = torch.zeros(len(LOSSES) + 1, device=device)  # the losses, samples
-            for micro in range(accum):
-                batch = next(it, None)
-                if batch is None:  # epoch done: the loader moved to the next one
-                    it = iter(loader)
-                    batch = next(it)
-                ft = normalize(batch["frame_t"].to(device, non_blocking=True))
-                fn = normalize(batch["frame_next"].to(device, non_blocking=True))
-                sync = nullcontext() if (world == 1 or micro == accum - 1) else net.no_sync()
-                with sync:
-                    with amp:
-                        out = net(ft, fn, swap_mask=batch["swap_mask"].to(device),
-                                  crop_rand=batch["crop_rand"].to(device))
-                    (out["loss"] / accum).backward()
-                sums += torch.stack([out[k].detach().float() for k in LOSSES]
-                                    + [torch.ones((), device=device)])
-            if world > 1:
-                dist.all_reduce(sums)
-            means = dict(zip(LOSSES, (sums[:-1] / sums[-1]).tolist()))
-            loss = means["loss"]
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}: stopping; the last "
-                                    f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'none'}")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            model.update_teacher(ema_momentum(step, steps, ema))
-            rec_ = {"step": step, **means, "lr": opt.param_groups[0]["lr"],
-                    "sec": time.perf_counter() - t0, "epoch": loader.epoch}
-            records.append(rec_)
-            if log:
-                log.write(json.dumps(rec_) + "\n")
-                log.flush()
-            if tb:
-                for k in LOSSES + ("lr",):
-                    tb.add_scalar(k, rec_[k], step)
-            bar.set_postfix(loss=f"{loss:.4f}", rec=f"{means['rec_loss']:.4f}")
+            means = train_step(run, step)
+            records.append(log_step(run, step, means, time.perf_counter() - t0))
+            bar.set_postfix(loss=f"{means['loss']:.4f}", rec=f"{means['rec_loss']:.4f}")
             done = step + 1
-            if done % ckpt_every == 0 or done == steps or (stop_after and done == stop_after):
-                save(done)
-            if stop_after and done >= stop_after:
+            if done % tc.ckpt_every == 0 or done == steps or done == tc.stop_after:
+                save_run(run, done)
+            if tc.stop_after and done >= tc.stop_after:
                 break
     finally:
-        if log:
-            log.close()
-        if tb:
-            tb.close()
+        for f in (run.log, run.tb):
+            if f:
+                f.close()
     return records

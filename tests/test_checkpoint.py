@@ -33,8 +33,8 @@ def test_loaded_model_computes_what_their_code_computes(tmp_path, diag_att, pref
 def test_reference_and_fused_paths_agree_on_official_weights(tmp_path):
     sd = A.make_authors_state_dict(dino=False)
     A.save_authors_checkpoint(tmp_path / "c.pth", sd, True)
-    fused = load_official_checkpoint(str(tmp_path / "c.pth"), fused=True)
-    ref = load_official_checkpoint(str(tmp_path / "c.pth"), fused=False)
+    fused = load_official_checkpoint(str(tmp_path / "c.pth"), backend="torch")
+    ref = load_official_checkpoint(str(tmp_path / "c.pth"), backend="reference")
     x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
     for a, b in zip(fused.micro_attention(x, y), ref.micro_attention(x, y)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -2,9 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import triton_or_skip
+
 from micronbert import MicronBERT, create_model, get_config
-from micronbert.cli import DEMO_OVERRIDES
+from micronbert.data import normalize
 from micronbert.kernels import dma_ref, patchify
+from micronbert.variants import balanced_diag_loss, match_target
 
 
 def pair(b=2, size=64, seed=0):
@@ -13,9 +16,9 @@ def pair(b=2, size=64, seed=0):
     return x, x + 0.1 * torch.randn(b, 3, size, size, generator=g)
 
 
-def tiny(**kw):
+def tiny(name="micronbert_tiny", **kw):
     torch.manual_seed(0)
-    return create_model("micronbert_tiny", **kw)
+    return create_model(name, **kw)
 
 
 def test_forward_outputs_and_shapes():
@@ -69,16 +72,16 @@ def test_micro_attention_roles_and_poi(role, poi):
     torch.testing.assert_close(diag, d, rtol=1e-4, atol=1e-6)
 
 
-MATCHER = DEMO_OVERRIDES  # null key, identity q/k, sharp scale, match target with a band
-
-
 # the matcher's DMA logits are ~300 (scale 2.34 x |q|^2 ~ 128): fp32 rounding of a logit
 # (~300 x 6e-8) already moves D by ~1e-4 relative, so the two paths agree to about that
-@pytest.mark.parametrize("kw,tol", [({}, 1e-4), (MATCHER, 1e-3)], ids=["paper", "null-key-matcher"])
-def test_fused_and_reference_paths_agree(kw, tol):
+@pytest.mark.parametrize("name,tol", [("micronbert_tiny", 1e-4), ("micronbert_tiny_nullkey", 1e-3)])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fused_and_reference_paths_agree(name, tol, backend):
+    if backend == "triton":
+        triton_or_skip()
     torch.manual_seed(0)
-    ref = create_model("micronbert_tiny", fused=False, **kw)
-    fused = create_model("micronbert_tiny", fused=True, **kw)
+    ref = create_model(name, backend="reference")
+    fused = create_model(name, backend=backend)
     fused.load_state_dict(ref.state_dict())
     x, y = pair()
     mask = torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) > 0.5
@@ -95,8 +98,50 @@ def test_fused_and_reference_paths_agree(kw, tol):
                                        msg=name)
 
 
+def test_paper_is_the_default_and_variants_are_named():
+    for name in ("micronbert_s8", "micronbert_tiny"):
+        assert get_config(name).extensions() == {}, name
+    ext = get_config("micronbert_tiny_nullkey").extensions()
+    assert set(ext) == {"dma_scale", "dma_null_key", "dma_init", "diag_target", "diag_tol",
+                        "diag_change"}
+    assert "backend" not in get_config("micronbert_tiny").to_dict()
+    with pytest.raises(TypeError, match="backend="):
+        get_config("micronbert_tiny", fused=False)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        create_model("micronbert_tiny", backend="fast")
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_uint8_frames_give_the_loss_and_gradients_of_normalised_frames(backend):
+    """uint8 frames, NCHW or NHWC, through the swap kernel's one pass: the same loss and
+    gradients as the same frames normalised beforehand."""
+    if backend == "triton":
+        triton_or_skip()
+    g = torch.Generator().manual_seed(7)
+    a, b = (torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=g) for _ in range(2))
+    mask, crop = torch.rand(3, 64, generator=g) > 0.5, torch.rand(3, 4, generator=g)
+    runs = []
+    for x, y in ((a, b), (normalize(a), normalize(b)),
+                 (a.permute(0, 2, 3, 1).contiguous(), b.permute(0, 2, 3, 1).contiguous())):
+        m = tiny("micronbert_tiny", backend=backend, lambda_diag=1.0)
+        out = m(x, y, swap_mask=mask, crop_rand=crop)
+        out["loss"].backward()
+        runs.append((out, {k: p.grad for k, p in m.named_parameters() if p.grad is not None}))
+    (o0, g0), *rest = runs
+    for o, grads in rest:
+        for k in ("loss", "rec_loss", "poi_loss", "diag_loss", "pred", "diag"):
+            torch.testing.assert_close(o[k], o0[k], rtol=1e-5, atol=1e-6, msg=k)
+        assert grads.keys() == g0.keys()
+        for k in g0:
+            torch.testing.assert_close(grads[k], g0[k], rtol=1e-4, atol=1e-6, msg=k)
+    with pytest.raises(TypeError, match="uint8 frames or float"):
+        m(a.int(), b.int())
+    with pytest.raises(ValueError, match="differ"):
+        m(a, normalize(b))
+
+
 def test_null_key_matcher_options():
-    m = tiny(**MATCHER)
+    m = tiny("micronbert_tiny_nullkey")
     assert torch.equal(m.att.to_q.weight, torch.eye(128)) and torch.equal(m.att.to_k.weight, torch.eye(128))
     assert m.att.scale == 2.34 and m.att.null_gain.shape == (1,)
     assert tiny().att.null_gain is None  # the paper's DMA has no null key
@@ -127,12 +172,12 @@ def test_match_target_band_is_left_out_of_the_loss():
     swap = torch.zeros(1, 64, dtype=torch.bool)
     swap[0, 3] = True
     a, b = patchify(x, 8), patchify(y, 8)
-    want = m.diag_target(swap, torch.where(swap.unsqueeze(-1), b, a), b)
+    want = match_target(swap, torch.where(swap.unsqueeze(-1), b, a), b, 0.01, 0.05)
     assert want[0, :4].tolist() == [1.0, -1.0, 0.0, 1.0] and (want[0, 4:] == 1).all()
     diag = torch.rand(1, 1, 64)
     moved = diag.clone()
     moved[0, 0, 1] = 1 - moved[0, 0, 1]  # D of the left-out patch does not matter
-    assert m.diag_loss(diag, want) == m.diag_loss(moved, want)
+    assert balanced_diag_loss(diag, want) == balanced_diag_loss(moved, want)
 
 
 def test_reconstruction_loss_targets_frame_t_patches():
@@ -180,7 +225,7 @@ def test_match_diag_target_and_balanced_loss():
     want[[0, 2], 10] = 0
     a, b = (patchify(f, 8) for f in (x, y))
     sw = torch.where(swap.unsqueeze(-1), b, a)
-    torch.testing.assert_close(m.diag_target(swap, sw, b), want)
+    torch.testing.assert_close(match_target(swap, sw, b, 0.02), want)
     err = F.smooth_l1_loss(out["diag"][:, 0], want, reduction="none")
     expect = (err[want == 0].mean() + err[want == 1].mean()) / 2
     torch.testing.assert_close(out["diag_loss"], expect)
@@ -239,8 +284,10 @@ def test_bad_inputs_name_the_problem():
         m(x[..., :32, :32], y[..., :32, :32])
     with pytest.raises(ValueError, match="channels"):
         m(x[:, :1], y[:, :1])
-    with pytest.raises(TypeError, match="float"):
+    with pytest.raises(ValueError, match="torch.uint8 and frame_next .* torch.float32 differ"):
         m((x * 10).to(torch.uint8), y)
+    with pytest.raises(TypeError, match="uint8 frames or float"):
+        m(x.long(), y.long())
     with pytest.raises(ValueError, match="differ"):
         m(x, y[:1])
     with pytest.raises(ValueError, match="swap_mask"):

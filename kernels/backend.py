@@ -1,0 +1,72 @@
+"""Which path runs a fused op: the backend names and one rule that resolves them.
+
+No global state: a caller passes ``backend=`` to every op (a model resolves it once, at
+construction, and hands it down). Nothing here touches CUDA at import time.
+
+    "reference"  the readable PyTorch spec of each op (builds what the math says)
+    "torch"      memory-lean PyTorch (DMA: rows in chunks; swap: the reference)
+    "triton"     the fused Triton kernels: CUDA tensors, or CPU tensors under
+                 TRITON_INTERPRET=1; asking for it where it cannot run raises, saying why
+    "auto"       the best path that can run on the given tensors: "triton" on CUDA when
+                 Triton can run; on the CPU the faster of "reference" and "torch" by size
+                 (bench/bench_dma.py: the reference is faster while its N x N scores are
+                 small, the chunked path bounds the memory beyond)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Optional
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch", "reference")
+# on the CPU, "auto" uses the reference while its score matrix (B*H*N*N fp32) stays below this
+CPU_REFERENCE_MAX_BYTES = 256 << 20
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is a known name, else a ValueError that lists them."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def triton_unavailable_reason(t: Optional[torch.Tensor] = None, device=None) -> Optional[str]:
+    """Why the Triton kernels cannot run on tensor ``t`` (or on ``device``); None when they can."""
+    try:
+        importlib.import_module("triton")
+    except Exception as e:  # not installed, or broken
+        return f"triton is not importable ({type(e).__name__}: {e}); pip install triton"
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    dev = torch.device(device) if t is None else t.device
+    if dev.type == "cuda":
+        if interpret:
+            return "TRITON_INTERPRET=1 is set, which runs kernels on CPU tensors only"
+        return None
+    if interpret:
+        return None
+    return (f"the tensors are on {dev.type}, and Triton needs CUDA tensors "
+            "(or TRITON_INTERPRET=1, set before triton is imported, for CPU tensors)")
+
+
+def resolve_backend(backend: str, t: torch.Tensor, op: str, score_bytes: int = 0) -> str:
+    """The concrete backend ("triton" | "torch" | "reference") of ``op`` on tensor ``t``.
+
+    Args:
+        backend: one of BACKENDS. t: a tensor of the call (its device decides).
+        op: the op's name, for error messages. score_bytes: size of the reference
+            path's largest intermediate (DMA: its N x N scores), for "auto" on the CPU.
+    """
+    check_backend(backend)
+    if backend == "auto":
+        if t.is_cuda and triton_unavailable_reason(t) is None:
+            return "triton"
+        if t.is_cuda:
+            return "torch"
+        return "reference" if score_bytes <= CPU_REFERENCE_MAX_BYTES else "torch"
+    if backend == "triton":
+        why = triton_unavailable_reason(t)
+        if why is not None:
+            raise RuntimeError(f"{op} backend='triton' cannot run: {why}")
+    return backend
