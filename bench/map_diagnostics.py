@@ -41,21 +41,22 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="a synthetic set with masks/ (micronbert synth)")
     p.add_argument("--checkpoint", default=None, help="our checkpoint (default: untrained micronbert_tiny)")
     p.add_argument("--held-out", type=int, default=2, help="last subjects to score (the demo's)")
-    p.add_argument("--overrides", default=None,
-                   help="JSON config overrides of the untrained model, e.g. the demo's DEMO_OVERRIDES")
+    p.add_argument("--model", default="micronbert_tiny",
+                   help="named config of the untrained model (e.g. micronbert_tiny_nullkey)")
+    p.add_argument("--overrides", default=None, help="JSON config overrides of the untrained model")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     if a.checkpoint:
         model = load_checkpoint(a.checkpoint)[0]
     else:
-        model = create_model("micronbert_tiny", **json.loads(a.overrides or "{}"))
+        model = create_model(a.model, **json.loads(a.overrides or "{}"))
     model.eval()
     table = load_annotations("synthetic", a.data)
     table = table[table.subject.isin(sorted(table.subject.unique())[-a.held_out:])]
     on, ap, truth = onset_apex_masks(table, os.path.join(a.data, "masks"), model.config.img_size)
     rows = map_diagnostics(model, normalize(on), normalize(ap), truth)
     for r in rows:
-        r["checkpoint"] = a.checkpoint or f"untrained {a.overrides or ''}".strip()
+        r["checkpoint"] = a.checkpoint or f"untrained {a.model} {a.overrides or ''}".strip()
         r["clips"] = int(truth.shape[0])
     write_table("map_diagnostics", rows, "cpu")
     return rows

@@ -15,12 +15,12 @@ import math
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import variants
 from .config import MicronBERTConfig
+from .losses import DINOLoss, poi_mse_loss, reconstruction_loss, swap_diag_loss
 from .kernels import (DiagonalMicroAttention, blockwise_swap_patches, check_backend,
                       generate_swap_mask, triton_unavailable_reason, unpatchify)
 
@@ -172,32 +172,6 @@ class Teacher(nn.Module):
         self.backbone = Encoder(cfg, backend)
         self.head = DINOHead(cfg.embed_dim, cfg.dino_out_dim, cfg.dino_hidden_dim,
                              cfg.dino_bottleneck_dim)
-
-
-class DINOLoss(nn.Module):
-    """Cross-entropy between the centred, sharpened teacher softmax and the student's."""
-
-    def __init__(self, out_dim, student_temp, teacher_temp, center_momentum):
-        super().__init__()
-        self.student_temp, self.teacher_temp, self.momentum = student_temp, teacher_temp, center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    def forward(self, student_out, teacher_out):  # (V*B, K) student views, (B, K) teacher
-        t = F.softmax((teacher_out - self.center) / self.teacher_temp, dim=-1).detach()
-        views = student_out.float().chunk(student_out.shape[0] // teacher_out.shape[0])
-        loss = sum((-t * F.log_softmax(s / self.student_temp, -1)).sum(-1).mean() for s in views)
-        if self.training:
-            self.update_center(teacher_out)
-        return loss / len(views)
-
-    @torch.no_grad()
-    def update_center(self, teacher_out):
-        batch_center = teacher_out.float().sum(0, keepdim=True)
-        count = torch.tensor([teacher_out.shape[0]], device=teacher_out.device, dtype=torch.float32)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(batch_center)
-            dist.all_reduce(count)
-        self.center.mul_(self.momentum).add_(batch_center / count, alpha=1 - self.momentum)
 
 
 def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3), rand=None):
@@ -404,36 +378,20 @@ class MicronBERT(nn.Module):
         return self.decoder_pred(self.decoder_norm(x))
 
     # ---------------------------------------------------------------- losses
-    def reconstruction_loss(self, pred, target):
-        if self.config.norm_pix_loss:
-            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        return F.mse_loss(pred.float(), target.float())
-
     def poi_loss(self, patches_next, ct_next, ct_crop):
         """Agreement of the CT of I_{t+d} (its patches ``patches_next``) with that of
-        Crop(I_{t+d})."""
-        cfg = self.config
-        if cfg.poi_loss == "dino":
+        Crop(I_{t+d}): DINO (EMA teacher on the full frame) or MSE."""
+        if self.config.poi_loss == "dino":
             with torch.no_grad():
-                t = self.teacher.backbone(patches_next)[:, 0]
-                t = self.teacher.head(t)
+                t = self.teacher.head(self.teacher.backbone(patches_next)[:, 0])
             return self.dino_loss_fn(self.dino_head(ct_crop), t)
-        # "mse": regress the crop's CT onto the stop-gradient full-frame CT, with a
-        # variance hinge (VICReg) on the crop's CT across the batch against collapse
-        loss = F.mse_loss(ct_crop.float(), ct_next.detach().float())
-        if ct_crop.shape[0] > 1:
-            std = torch.sqrt(ct_crop.float().var(0) + 1e-4)
-            loss = loss + cfg.mse_var_weight * F.relu(1 - std).mean()
-        return loss
+        return poi_mse_loss(ct_crop, ct_next, self.config.mse_var_weight)
 
     def diag_loss(self, diag, swap_mask, swapped, nxt):
-        """The paper's smooth-L1(D, M) on the swap mask, or (``diag_target="match"``, not in
-        the paper) the balanced loss on the match target of micronbert/variants.py."""
+        """The paper's smooth-L1(D, M), or our "match" target (variants.py)."""
         cfg = self.config
         if cfg.diag_target == "swap":
-            want = swap_mask.float().unsqueeze(1).expand_as(diag)
-            return F.smooth_l1_loss(diag.float(), want)
+            return swap_diag_loss(diag, swap_mask)
         want = variants.match_target(swap_mask, swapped, nxt, cfg.diag_tol, cfg.diag_change)
         return variants.balanced_diag_loss(diag, want)
 
@@ -480,7 +438,7 @@ class MicronBERT(nn.Module):
         out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
         zero = out.new_zeros(()).float()
         pred = self.decode(out) if cfg.has_decoder else None
-        rec = self.reconstruction_loss(pred, target) if pred is not None else zero
+        rec = reconstruction_loss(pred, target, cfg.norm_pix_loss) if pred is not None else zero
         poi = self.poi_loss(nxt, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
         dgl = self.diag_loss(diag, swap_mask, swapped, nxt) if cfg.lambda_diag > 0 else zero
         loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
