@@ -37,7 +37,7 @@ def _add_backend_flag(p):
     p.add_argument("--backend", choices=("auto", "triton", "torch", "reference"), default="auto",
                    help="path of attention, DMA and the swap: auto = the fused Triton kernels on "
                         "CUDA, plain PyTorch on the CPU; reference = the readable spec; triton "
-                        "fails with the reason where it cannot run (default: auto)")
+                        "fails with the reason where it cannot run")
 
 
 def _add_train_flags(p):
@@ -81,7 +81,14 @@ def cmd_pretrain(args):
     from .train import init_distributed, train
     rank, world = init_distributed()
     torch.manual_seed(args.seed)
-    model = _model_from(args)
+    if args.resume and not args.checkpoint:  # the run's own model, whatever --model says
+        from .checkpoint import load_checkpoint
+        model = load_checkpoint(args.resume, backend=args.backend)[0]
+        if rank == 0:
+            print(f"[pretrain] resuming {args.resume}: its config (img {model.config.img_size}, "
+                  f"width {model.config.embed_dim}, depth {model.config.depth})", file=sys.stderr)
+    else:
+        model = _model_from(args)
     cfg = model.config
     kind = DaliPairLoader if args.dali else PairLoader
     extra = {} if args.dali else {"workers": args.workers}
@@ -211,10 +218,15 @@ def demo(args) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="micronbert", description="μ-BERT with fused kernels")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from .config import CONFIGS
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="micronbert", description="μ-BERT with fused kernels",
+                                formatter_class=fmt)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    models = sorted(CONFIGS)
+    datasets = ("casme2", "samm", "smic", "casme3", "synthetic")
 
-    d = sub.add_parser("demo", help="end-to-end demo on synthetic micro-expressions of real faces (CPU)")
+    d = sub.add_parser("demo", formatter_class=fmt, help="end-to-end demo on synthetic micro-expressions of real faces (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder")
     d.add_argument("--steps", type=int, default=600, help="pre-training steps")
     d.add_argument("--batch", type=int, default=32, help="batch size")
@@ -225,14 +237,14 @@ def main(argv=None):
     d.add_argument("--corpus-faces", type=int, default=48,
                    help="other faces whose unlabeled clips (motion anywhere) join pre-training")
     d.add_argument("--corpus-clips", type=int, default=8, help="unlabeled clips per corpus face")
-    d.add_argument("--model", default="micronbert_tiny",
+    d.add_argument("--model", default="micronbert_tiny", choices=models,
                    help="named config: micronbert_tiny (the paper's method) or our variant "
                         "micronbert_tiny_nullkey")
     d.add_argument("--overrides", default=None, help="JSON of model config overrides (default none)")
     _add_backend_flag(d)
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
 
-    s = sub.add_parser("synth", help="write a synthetic micro-expression dataset (CASME II layout)")
+    s = sub.add_parser("synth", formatter_class=fmt, help="write a synthetic micro-expression dataset (CASME II layout)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--subjects", type=int, default=8, help="subjects (faces, at most 101)")
     s.add_argument("--clips-per-class", type=int, default=3, help="clips per class and subject")
@@ -242,10 +254,11 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0, help="seed")
 
     for name in ("pretrain",):
-        t = sub.add_parser(name, help="pre-train (torchrun for several GPUs/processes)")
+        t = sub.add_parser(name, formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
         t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
         t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt)")
-        t.add_argument("--model", default="micronbert_s8", help="named config")
+        t.add_argument("--model", default="micronbert_s8", choices=models,
+                       help="named config (with --resume: the file's own config)")
         t.add_argument("--overrides", default=None, help="JSON of config overrides")
         t.add_argument("--checkpoint", default=None, help="start from these weights")
         _add_backend_flag(t)
@@ -253,21 +266,28 @@ def main(argv=None):
         _add_train_flags(t)
 
     for name in ("evaluate", "finetune"):
-        e = sub.add_parser(name, help="LOSO fine-tuning of a light head and evaluation")
+        e = sub.add_parser(name, formatter_class=fmt,
+                           help="LOSO evaluation: a linear head per fold on frozen encoder + DMA "
+                                "features" + (" (today the same as evaluate: a linear probe, not "
+                                              "end-to-end fine-tuning)" if name == "finetune" else ""))
         e.add_argument("--data", required=True, help="dataset root")
-        e.add_argument("--dataset", default="casme2", help="casme2 | synthetic")
+        e.add_argument("--dataset", default="casme2", choices=datasets,
+                       help="annotation layout (synthetic: what `micronbert synth` writes)")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
-        e.add_argument("--model", default="micronbert_s8", help="named config (without --checkpoint)")
+        e.add_argument("--model", default="micronbert_s8", choices=models,
+                       help="named config (without --checkpoint)")
         e.add_argument("--overrides", default=None, help="JSON of config overrides")
         _add_backend_flag(e)
         e.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
         e.add_argument("--head-epochs", type=int, default=300, help="epochs of the head per fold")
-        e.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+        e.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                       help="unreadable clip or sheet row: stop with an error naming it, or skip it")
 
-    v = sub.add_parser("visualize", help="micro-motion maps of a frame pair, a clip or a video")
+    v = sub.add_parser("visualize", formatter_class=fmt, help="micro-motion maps of a frame pair, a clip or a video")
     v.add_argument("--checkpoint", default=None, help="weights")
-    v.add_argument("--model", default="micronbert_s8", help="named config (without --checkpoint)")
+    v.add_argument("--model", default="micronbert_s8", choices=models,
+                   help="named config (without --checkpoint)")
     v.add_argument("--overrides", default=None, help="JSON of config overrides")
     _add_backend_flag(v)
     v.add_argument("--clip", default=None, help="a video or frame folder (maps of every frame vs the first)")
@@ -277,6 +297,13 @@ def main(argv=None):
     v.add_argument("--out", required=True, help="output folder")
 
     args = p.parse_args(argv)
+    if args.cmd is None:  # no command: the command list
+        p.print_help()
+        return 0
+    if getattr(args, "warmup", 0) > getattr(args, "steps", 1 << 60):
+        print(f"[{args.cmd}] --warmup {args.warmup} is longer than --steps {args.steps}: "
+              f"capped at {args.steps}", file=sys.stderr)
+        args.warmup = args.steps
     if getattr(args, "config", None):
         with open(args.config) as f:
             conf = json.load(f)

@@ -22,7 +22,7 @@ from . import variants
 from .config import MicronBERTConfig
 from .losses import DINOLoss, poi_mse_loss, reconstruction_loss, swap_diag_loss
 from .kernels import (DiagonalMicroAttention, blockwise_swap_patches, check_backend,
-                      generate_swap_mask, triton_unavailable_reason, unpatchify)
+                      generate_swap_mask, patchify, triton_unavailable_reason, unpatchify)
 
 
 def sincos_pos_embed(dim: int, grid) -> torch.Tensor:
@@ -195,6 +195,10 @@ def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3), ran
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+# float frames must be normalised: |x| beyond this is 0-255 pixels given as float
+MAX_NORMALISED = 20.0
+
+
 def _checked_backend(backend: str) -> str:
     """A known backend name; "triton" only where Triton can run at all (CUDA, or the
     interpreter), so a model that cannot have the fused path says why when it is built."""
@@ -277,6 +281,11 @@ class MicronBERT(nn.Module):
             cl = x.shape[1] != cfg.in_chans and x.shape[3] == cfg.in_chans
         elif x.is_floating_point():
             cl = False
+            top = float(x.detach().abs().amax()) if x.numel() else 0.0
+            if top > MAX_NORMALISED:  # 0-255 pixels in a float tensor
+                raise ValueError(f"{name} is float with values up to {top:.4g}, but float frames "
+                                 f"must be normalised (about -3..3): pass uint8 frames (0-255), "
+                                 f"which the model normalises, or normalise them first")
         else:
             raise TypeError(f"{name} must be uint8 frames or float normalised frames, got {x.dtype}")
         c, hw = (x.shape[3], tuple(x.shape[1:3])) if cl else (x.shape[1], tuple(x.shape[2:]))
@@ -433,7 +442,7 @@ class MicronBERT(nn.Module):
         if use_crop:
             image_next = unpatchify(nxt, cfg.patch_size, cfg.grid, cfg.in_chans)
             crop = random_resized_crop(image_next, cfg.crop_scale, generator, rand=crop_rand)
-            views.append(self.patchify(crop, "crop"))
+            views.append(patchify(crop, cfg.patch_size))
         x = self.backbone(torch.cat(views))  # one encoder pass: (V*B, 1+N, D)
         out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
         zero = out.new_zeros(()).float()

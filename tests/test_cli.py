@@ -30,6 +30,10 @@ def test_synth_pretrain_evaluate_visualize_commands(tmp_path):
                  "--config", str(conf), "--steps", "3"]) == 0
     lines = (run / "log.jsonl").read_text().splitlines()
     assert len(lines) == 3  # the flag won over the config file
+    # resume without repeating --model (the default is micronbert_s8): the file's config is used
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--resume", str(run / "last.pt"),
+                 "--config", str(conf), "--steps", "4", "--backend", "reference"]) == 0
+    assert len((run / "log.jsonl").read_text().splitlines()) == 4
     assert main(["evaluate", "--data", str(data), "--dataset", "synthetic", "--out", str(tmp_path / "ev"),
                  "--checkpoint", str(run / "last.pt"), "--head-epochs", "10"]) == 0
     assert json.loads((tmp_path / "ev" / "loso.json").read_text())["n_subjects"] == 2
@@ -46,3 +50,18 @@ def test_roc_auc_matches_sklearn():
     s = rng.random(500) + 0.5 * y
     s[:50] = 0.3  # ties
     assert abs(roc_auc(s, y) - roc_auc_score(y, s)) < 1e-12
+
+
+def test_help_lists_commands_models_and_defaults(capsys):
+    import pytest
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("demo", "synth", "pretrain", "evaluate", "finetune", "visualize"))
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert "micronbert_tiny_nullkey" in out and "(default: micronbert_s8)" in out
+    assert "{auto,triton,torch,reference}" in out and "(default: auto)" in out
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "casme3" in capsys.readouterr().out

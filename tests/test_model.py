@@ -288,6 +288,8 @@ def test_bad_inputs_name_the_problem():
         m((x * 10).to(torch.uint8), y)
     with pytest.raises(TypeError, match="uint8 frames or float"):
         m(x.long(), y.long())
+    with pytest.raises(ValueError, match="must be normalised"):
+        m(x * 0 + 200.0, y)
     with pytest.raises(ValueError, match="differ"):
         m(x, y[:1])
     with pytest.raises(ValueError, match="swap_mask"):
