@@ -131,26 +131,20 @@ def _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk):
 
 
 # --------------------------------------------------------------------------
-# The fused paths, launched by an autograd.Function in eager mode and, under
-# torch.compile, as PyTorch custom operators (micronbert::dma_fwd / dma_bwd, with a
-# fake implementation and the same backward registered as their autograd), so that
-# compiled graphs and CUDA graphs take them without breaks. Eager calls do not go
-# through the operator: on torch 2.13 (CPU) an eager call of it could die with
-# std::bad_alloc or a segfault in the dispatcher depending on the process's earlier
-# history (seen in the test suite), never in the Function.
+# The fused paths as PyTorch custom operators, called alike in eager mode and under
+# torch.compile (compiled graphs and CUDA graphs take them without breaks):
+# micronbert::dma_fwd / micronbert::dma_bwd, with a fake (meta) implementation and the exact
+# backward registered as their autograd. They are registered once per process: kernels/ is
+# only ever imported as micronbert.kernels (see kernels/__init__.py).
 # backend "triton": the Triton kernels; "torch": the chunked PyTorch path.
 # --------------------------------------------------------------------------
-def _dma_fwd_impl(q, k, v, bias, gate, null, scale, backend, chunk):
-    if backend == "triton":
-        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale, null)
-    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk, null)
-
-
 @torch.library.custom_op("micronbert::dma_fwd", mutates_args=())
 def _dma_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
                 gate: Optional[torch.Tensor], null: Optional[torch.Tensor], scale: float, backend: str,
                 chunk: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _dma_fwd_impl(q, k, v, bias, gate, null, scale, backend, chunk)
+    if backend == "triton":
+        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale, null)
+    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk, null)
 
 
 @_dma_fwd_op.register_fake
@@ -160,18 +154,6 @@ def _(q, k, v, bias, gate, null, scale, backend, chunk):
             q.new_empty((b, h, n), dtype=torch.float32))
 
 
-def _dma_bwd_impl(q, k, v, bias, gate, null, lse, d, do, dd, scale, backend, chunk):
-    """dq, dk, dv, dbias, dgate, dnull (None where the input was None). The null key needs
-    nothing new from the kernels: their P = exp(s - lse) already uses the lse with it."""
-    if backend == "triton":
-        dq, dk, dv, db, dg, w = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse,
-                                                       d=d, do=do, dd=dd)
-    else:
-        dq, dk, dv, db, dg, w = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
-    dn = -w * torch.exp(null - _safe_lse(lse)) if null is not None else None  # dn_i = -W_i P_i,null
-    return dq, dk, dv, db, dg, dn
-
-
 @torch.library.custom_op("micronbert::dma_bwd", mutates_args=())
 def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
                 gate: Optional[torch.Tensor], null: Optional[torch.Tensor], lse: torch.Tensor,
@@ -179,9 +161,16 @@ def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optiona
                 backend: str, chunk: int
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                            torch.Tensor]:
-    """``_dma_bwd_impl`` as an operator; dbias, dgate, dnull come back empty for None inputs."""
-    out = _dma_bwd_impl(q, k, v, bias, gate, null, lse, d, do, dd, scale, backend, chunk)
-    return tuple(lse.new_empty(0) if t is None else t for t in out)
+    """Returns dq, dk, dv, dbias, dgate, dnull; the last three are empty when their input
+    is None. The null key needs nothing new from the kernels: their P = exp(s - lse) already
+    uses the lse that includes it."""
+    if backend == "triton":
+        dq, dk, dv, db, dg, w = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse,
+                                                       d=d, do=do, dd=dd)
+    else:
+        dq, dk, dv, db, dg, w = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
+    dn = -w * torch.exp(null - _safe_lse(lse)) if null is not None else None  # dn_i = -W_i P_i,null
+    return tuple(lse.new_empty(0) if t is None else t for t in (dq, dk, dv, db, dg, dn))
 
 
 @_dma_bwd_op.register_fake
@@ -199,33 +188,18 @@ def _dma_setup_context(ctx, inputs, output):
     ctx.scale, ctx.backend, ctx.chunk = scale, backend, chunk
 
 
-def _dma_backward(ctx, do, dd, _dlse, bwd=_dma_bwd_op):
+def _dma_backward(ctx, do, dd, _dlse):
     q, k, v, bias, gate, null, lse, d = ctx.saved_tensors
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (do, dd)):
         raise RuntimeError("diagonal_micro_attention has no double backward (create_graph=True)")
     with torch.no_grad():  # once differentiable: the backward itself is not differentiated
-        dq, dk, dv, db, dg, dn = bwd(q, k, v, bias, gate, null, lse, d, do.contiguous(), dd,
-                                     ctx.scale, ctx.backend, ctx.chunk)
+        dq, dk, dv, db, dg, dn = _dma_bwd_op(q, k, v, bias, gate, null, lse, d, do.contiguous(), dd,
+                                             ctx.scale, ctx.backend, ctx.chunk)
     return (dq, dk, dv, db if bias is not None else None, dg if gate is not None else None,
             dn if null is not None else None, None, None, None)
 
 
 _dma_fwd_op.register_autograd(_dma_backward, setup_context=_dma_setup_context)
-
-
-class _DMAFunction(torch.autograd.Function):
-    """The eager path: forward and backward only launch and save."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, gate, null, scale, backend, chunk):
-        o, d, lse = _dma_fwd_impl(q, k, v, bias, gate, null, scale, backend, chunk)
-        _dma_setup_context(ctx, (q, k, v, bias, gate, null, scale, backend, chunk), (o, d, lse))
-        ctx.mark_non_differentiable(lse)
-        return o, d, lse
-
-    @staticmethod
-    def backward(ctx, do, dd, dlse):
-        return _dma_backward(ctx, do, dd, dlse, bwd=_dma_bwd_impl)
 
 
 # --------------------------------------------------------------------------
@@ -297,8 +271,7 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
         bias = bias.contiguous() if bias is not None else None  # custom ops take no expanded views
         gate = gate.contiguous() if gate is not None else None
         null = null.contiguous() if null is not None else None
-        fwd = _dma_fwd_op if torch.compiler.is_compiling() else _DMAFunction.apply
-        o, d, _ = fwd(q, k, v, bias, gate, null, scale, backend, chunk)
+        o, d, _ = _dma_fwd_op(q, k, v, bias, gate, null, scale, backend, chunk)
     return (o, d) if return_diag else o
 
 

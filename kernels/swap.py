@@ -132,10 +132,8 @@ def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=No
     mean_t = _norm_vec(mean, c, frame_a.device, "mean")
     std_t = _norm_vec(std, c, frame_a.device, "std")
     if resolve_backend(backend, frame_a, "swap") == "triton":
-        # the operator under torch.compile; eager calls skip the dispatcher (see dma.py)
-        op = _swap_op if torch.compiler.is_compiling() else _swap_impl
-        outs = op(frame_a, frame_b, mask, patch_size, mean_t, std_t, out_dtype,
-                  return_target, return_other, channels_last)
+        outs = _swap_op(frame_a, frame_b, mask, patch_size, mean_t, std_t, out_dtype,
+                        return_target, return_other, channels_last)
         outs = (outs[0], outs[1] if return_target else None, outs[2] if return_other else None)
     else:
         outs = swap_patches_ref(frame_a, frame_b, mask, patch_size, mean_t, std_t,
@@ -145,10 +143,14 @@ def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=No
     return (swapped, *extra) if extra else swapped
 
 
-def _swap_impl(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a, want_b,
-               channels_last):
-    """The fused gather: the Triton kernel where it can run (CUDA, or the interpreter), the
-    reference elsewhere; outputs not asked for come back empty. Frames are data: no autograd."""
+@torch.library.custom_op("micronbert::swap_patches", mutates_args=())
+def _swap_op(frame_a: torch.Tensor, frame_b: torch.Tensor, mask: torch.Tensor, patch_size: int,
+             mean: Optional[torch.Tensor], std: Optional[torch.Tensor], out_dtype: torch.dtype,
+             want_a: bool, want_b: bool, channels_last: bool
+             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused gather as a PyTorch operator (eager calls, torch.compile, CUDA graphs): the
+    Triton kernel where it can run (CUDA, or the interpreter), the reference elsewhere; outputs
+    not asked for come back empty. Frames are data: no autograd."""
     if triton_unavailable_reason(frame_a) is None:
         mod = importlib.import_module(".swap_triton", __package__)
         s, a, b = mod.swap_fwd(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a,
@@ -159,16 +161,6 @@ def _swap_impl(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a,
         a, b = (a if want_a else None), (b if want_b else None)
     empty = lambda: frame_a.new_empty(0, dtype=out_dtype)  # noqa: E731
     return s, a if a is not None else empty(), b if b is not None else empty()
-
-
-@torch.library.custom_op("micronbert::swap_patches", mutates_args=())
-def _swap_op(frame_a: torch.Tensor, frame_b: torch.Tensor, mask: torch.Tensor, patch_size: int,
-             mean: Optional[torch.Tensor], std: Optional[torch.Tensor], out_dtype: torch.dtype,
-             want_a: bool, want_b: bool, channels_last: bool
-             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``_swap_impl`` as a PyTorch operator, for torch.compile and CUDA graphs."""
-    return _swap_impl(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a, want_b,
-                      channels_last)
 
 
 @_swap_op.register_fake
