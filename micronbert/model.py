@@ -281,7 +281,8 @@ class MicronBERT(nn.Module):
             cl = x.shape[1] != cfg.in_chans and x.shape[3] == cfg.in_chans
         elif x.is_floating_point():
             cl = False
-            top = float(x.detach().abs().amax()) if x.numel() else 0.0
+            # (eager only: a data-dependent check would break a compiled graph)
+            top = 0.0 if torch.compiler.is_compiling() or not x.numel() else float(x.detach().abs().amax())
             if top > MAX_NORMALISED:  # 0-255 pixels in a float tensor
                 raise ValueError(f"{name} is float with values up to {top:.4g}, but float frames "
                                  f"must be normalised (about -3..3): pass uint8 frames (0-255), "
