@@ -1,10 +1,18 @@
-"""Loader throughput: pairs/s of the CPU loader (1 and 2 decoding threads, no clip cache:
-two frames decoded per pair) and of the DALI pipeline (CPU here, GPU when there is one),
+"""Loader throughput: the loader that `micronbert pretrain` runs, with prefetch on and off,
 next to the pairs/s that a micronbert_s8 training step consumes on the same machine.
 
-    python bench/bench_loader.py [--size 224] [--batch 16]
+    python bench/bench_loader.py [pretrain flags: --batch 64 --workers 2 --prefetch 2 --face-cache DIR ...]
+                                 [--data DIR] [--size 256] [--batches 12] [--repeats 2]
 
-Data: a synthetic set written on the fly (JPEG frame folders, CASME II layout) at --size px.
+The loader is built by `micronbert.data.pairs.pretrain_loader` from the CLI's own pretrain
+flags and defaults (this parser is the CLI's), so what is timed is what the CLI constructs.
+Rows: the synchronous loader (1 thread, no prefetch), the CLI's --workers without prefetch,
+and the CLI's loader (--workers, --prefetch), each with an idle consumer (the loader's own
+throughput) and with a consumer busy for as long as a synchronous batch takes (as if it
+waited on a GPU step: prefetch should hide the loading); the best of --repeats runs of
+--batches batches (one loader per row, continuing). images/s counts pairs, as bench_train
+does. With DALI importable, the same rows with --dali (its default device).
+Data: --data, or a synthetic set (JPEG frame folders, CASME II layout) written at --size px.
 Writes bench/results/<device>/bench_loader.{csv,md}.
 """
 from __future__ import annotations
@@ -19,58 +27,59 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import time_ms, write_table  # noqa: E402
-from micronbert.data import DaliPairLoader, PairLoader, find_clips, write_synthetic_dataset  # noqa: E402
+from micronbert.cli import _add_train_flags  # noqa: E402
+from micronbert.config import get_config  # noqa: E402
+from micronbert.data import write_synthetic_dataset  # noqa: E402
+from micronbert.data.pairs import pretrain_loader  # noqa: E402
 
 
-def pairs_per_s(loader, batches):
+def batches_per_s(loader, batches: int, busy_s: float = 0.0) -> float:
+    """Batches drawn per second as ``train`` draws them (a new iterator after each epoch),
+    the consumer busy ``busy_s`` per batch (sleeping, as it does while a GPU step runs)."""
     it = iter(loader)
-    next(it)  # build pipelines, open pools
+    next(it)  # pools and pipelines made, the first clips decoded
     t = time.perf_counter()
-    n = 0
     for _ in range(batches):
         b = next(it, None)
         if b is None:
             it = iter(loader)
             b = next(it)
-        n += len(b["index"])
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - t)
+        assert len(b["index"]) == loader.batch_size
+        time.sleep(busy_s)
+    return batches / (time.perf_counter() - t)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--batches", type=int, default=10)
-    args = ap.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rows = []
-    with tempfile.TemporaryDirectory() as d:
-        write_synthetic_dataset(d, n_subjects=4, clips_per_class=2, size=args.size, progress=False)
-        clips = find_clips(d)
-        kw = dict(size=args.size, batch_size=args.batch, samples_per_epoch=args.batch * (args.batches + 2))
-        routes = {"cpu_loader_1_thread": PairLoader(clips, cache_clips=0, workers=1, **kw),
-                  "cpu_loader_2_threads": PairLoader(clips, cache_clips=0, workers=2, **kw)}
-        try:
-            routes["dali_cpu"] = DaliPairLoader(clips, device="cpu", num_threads=2, **kw)
-            if device == "cuda":
-                routes["dali_gpu"] = DaliPairLoader(clips, device="gpu", num_threads=4, **kw)
-        except ImportError as e:
-            print(f"DALI not measured: {e}")
-        for name, loader in routes.items():
-            rows.append({"route": name, "px": args.size, "batch": args.batch,
-                         "pairs_per_s": pairs_per_s(loader, args.batches)})
+def loader_rows(args, cfg) -> list:
+    """The synchronous loader, --workers alone, and the CLI's loader; idle and busy consumer."""
+    variants = dict.fromkeys([(1, 0), (args.workers, 0), (args.workers, args.prefetch)])
+    rows, sync_ms = [], None
+    for busy in (False, True):
+        for workers, prefetch in variants:
+            flags = argparse.Namespace(**{**vars(args), "workers": workers, "prefetch": prefetch})
+            loader = pretrain_loader(flags, cfg)
+            busy_ms = sync_ms if busy else 0.0
+            rate = max(batches_per_s(loader, args.batches, busy_ms / 1e3) for _ in range(args.repeats))
+            sync_ms = sync_ms or 1e3 / rate
+            route = type(loader).__name__ + (f" ({loader.device})" if args.dali else "")
+            rows.append({"route": route, "workers": workers, "prefetch": prefetch,
+                         "cache_clips": loader.cache_clips, "pinned": loader.pin_memory,
+                         "consumer_ms": busy_ms, "batch": args.batch, "px": cfg.img_size[0],
+                         "batches_per_s": rate, "images_per_s": rate * args.batch})
             print(rows[-1], flush=True)
-    # what a training step consumes
+    return rows
+
+
+def step_row(args, device: str) -> dict:
+    """What a micronbert_s8 training step consumes (bf16 on CUDA; B=2 on a CPU)."""
     from micronbert import create_model
     from micronbert.kernels import random_swap_mask
     from micronbert.train import make_optimizer
     b = args.batch if device == "cuda" else 2
-    model = create_model("micronbert_s8").to(device).train()
+    model = create_model(args.model).to(device).train()
     opt = make_optimizer(model, 1e-4)
-    x = torch.randn(b, 3, 224, 224, device=device)
-    mask = random_swap_mask(b, 28, 0.5, device=device)
+    size, n = model.config.img_size[0], model.config.img_size[0] // model.config.patch_size
+    x = torch.randn(b, 3, size, size, device=device)
+    mask = random_swap_mask(b, n, 0.5, device=device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 
     def step():
@@ -80,8 +89,41 @@ def main():
         loss.backward()
         opt.step()
     ms = time_ms(step, device, warmup=1, reps=2)
-    rows.append({"route": f"micronbert_s8 training step consumes (B={b})", "px": 224, "batch": b,
-                 "pairs_per_s": b / ms * 1e3})
+    return {"route": f"{args.model} training step consumes", "workers": None, "prefetch": None,
+            "cache_clips": None, "pinned": None, "consumer_ms": ms, "batch": b, "px": size,
+            "batches_per_s": 1e3 / ms, "images_per_s": b / ms * 1e3}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_train_flags(ap)  # the CLI's pretrain flags and defaults (--batch, --workers, --dali, ...)
+    if ap.get_default("prefetch") is None:  # until the CLI has its --prefetch flag
+        ap.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead")
+    ap.add_argument("--data", default=None, help="clips (default: a synthetic set at --size px)")
+    ap.add_argument("--model", default="micronbert_s8", help="named config (image size, patches, masks)")
+    ap.add_argument("--size", type=int, default=256,
+                    help="frame size of the synthetic set (resized to the model's, as real face crops are)")
+    ap.add_argument("--batches", type=int, default=12, help="batches timed per row")
+    ap.add_argument("--repeats", type=int, default=2, help="timings per row (the best is kept)")
+    ap.add_argument("--no-step", action="store_true", help="do not time the training step")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = get_config(args.model)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        if args.data is None:
+            args.data = write_synthetic_dataset(d, n_subjects=4, clips_per_class=2, size=args.size,
+                                                progress=False)
+        routes = [False]
+        try:
+            import nvidia.dali  # noqa: F401
+            routes.append(True)
+        except ImportError:
+            print("DALI not importable: the --dali loader is not measured")
+        for dali in routes:
+            rows += loader_rows(argparse.Namespace(**{**vars(args), "dali": dali}), cfg)
+    if not args.no_step:
+        rows.append(step_row(args, device))
     write_table("bench_loader", rows, device)
 
 

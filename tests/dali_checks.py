@@ -80,3 +80,32 @@ def face_crop_matches(tmp):
         x0, y0, x1, y1 = dali.face_box(clips[0])
         assert x1 - x0 < 400 and 150 < (x0 + x1) / 2 + 40 < 260  # a face-sized box on the face
     assert len(os.listdir(cache)) == 2  # one box per clip, cached
+
+
+def prefetch_matches_sync(synth):
+    """Prefetched DALI batches (the pipeline on the producer thread, a new one per epoch)
+    are the synchronous ones, across an epoch boundary; a break stops the producer."""
+    import threading
+    clips = find_clips(synth)
+    kw = dict(size=64, batch_size=4, delta=(1, 4), seed=3, samples_per_epoch=12)  # 3 batches
+
+    def stream(loader, n):
+        out, it = [], iter(loader)
+        for _ in range(n):
+            b = next(it, None)
+            if b is None:
+                it = iter(loader)
+                b = next(it)
+            out.append((b, loader.state_dict()))
+        return out
+    sync = stream(DaliPairLoader(clips, device="cpu", prefetch=0, **kw), 5)
+    fast = stream(DaliPairLoader(clips, device="cpu", prefetch=2, workers=2, **kw), 5)
+    assert len(sync) == len(fast) == 5 and sync[-1][1] == {"epoch": 1, "position": 2}
+    for (a, sa), (b, sb) in zip(sync, fast):
+        assert sa == sb and all(torch.equal(a[k], b[k]) for k in a)
+    for _ in DaliPairLoader(clips, device="cpu", prefetch=2, **kw):
+        break
+    for t in threading.enumerate():
+        if t.name.endswith("-prefetch"):
+            t.join(timeout=5)
+            assert not t.is_alive()

@@ -1,4 +1,7 @@
+import gc
 import os
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -127,6 +130,7 @@ def test_pair_loader_deterministic_delta_sharded_resumable(synth):
     kw = dict(size=64, batch_size=4, delta=(2, 3), seed=5, samples_per_epoch=32)
     one = list(PairLoader(clips, **kw))
     again = list(PairLoader(clips, **kw))
+    assert len(one) == len(again) == 8
     for a, b in zip(one, again):
         for k in a:
             assert torch.equal(a[k], b[k])
@@ -137,6 +141,7 @@ def test_pair_loader_deterministic_delta_sharded_resumable(synth):
     # two ranks with half the batch interleave the single-rank samples
     r0 = list(PairLoader(clips, **{**kw, "batch_size": 2}, rank=0, world_size=2))
     r1 = list(PairLoader(clips, **{**kw, "batch_size": 2}, rank=1, world_size=2))
+    assert len(r0) == len(r1) == 8
     idx = sorted(torch.cat([b["index"] for b in r0 + r1]).tolist())
     assert idx == sorted(torch.cat([b["index"] for b in one]).tolist())
     f0 = {int(i): f for b in r0 for i, f in zip(b["index"], b["frame_t"])}
@@ -150,7 +155,9 @@ def test_pair_loader_deterministic_delta_sharded_resumable(synth):
     rest = list(it)
     resumed = PairLoader(clips, **kw)
     resumed.load_state_dict(state)
-    for a, b in zip(rest, list(resumed)):
+    again = list(resumed)
+    assert len(rest) == len(again) == 6
+    for a, b in zip(rest, again):
         assert torch.equal(a["frame_next"], b["frame_next"])
 
 
@@ -160,6 +167,7 @@ def test_pair_loader_skip_and_report(synth, tmp_path):
     clips = find_clips(synth) + [str(bad)]
     loader = PairLoader(clips, 64, 4, seed=0, samples_per_epoch=64, on_error="skip")
     batches = list(loader)
+    assert len(batches) == 16
     assert loader.report["skipped"] > 0 and "broken.mp4" in loader.report["errors"][0]
     assert all(b["frame_t"].shape == (4, 3, 64, 64) for b in batches)
     with pytest.raises(DataError, match="broken.mp4"):
@@ -182,6 +190,182 @@ def test_pair_loader_no_face_raises_or_is_skipped(tmp_path, cache_clips):
     loader = PairLoader([str(face), str(blank)], on_error="skip", **kw)
     assert len(list(loader)) == 4
     assert loader.report["skipped"] > 0 and "no face found" in loader.report["errors"][0]
+
+
+
+# ---------------------------------------------------------------- prefetching, decoding threads
+TINY = dict(size=12, batch_size=3, patch_size=4, delta=(1, 3), seed=7, samples_per_epoch=12)  # 4 batches
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Five frame folders of six random 16 px PNG frames, and a broken video."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    clips = []
+    for c in range(5):
+        d = root / f"clip{c}"
+        d.mkdir()
+        for k in range(6):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(d / f"img{k + 1}.png")
+        clips.append(str(d))
+    (root / "broken.mp4").write_bytes(b"junk")
+    return clips, str(root / "broken.mp4")
+
+
+def _stream(loader, n):
+    """``n`` batches drawn as ``train`` draws them (a new iterator after each epoch), each with
+    the loader's state and report right after it was handed out."""
+    out, it = [], iter(loader)
+    for _ in range(n):
+        b = next(it, None)
+        if b is None:
+            it = iter(loader)
+            b = next(it)
+        out.append((b, loader.state_dict(), {**loader.report, "errors": list(loader.report["errors"])}))
+    return out
+
+
+def _same_batches(xs, ys):
+    assert len(xs) == len(ys)
+    for (a, sa, ra), (b, sb, rb) in zip(xs, ys):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert sa == sb and ra == rb
+
+
+def _producers():
+    return [t for t in threading.enumerate() if t.name.endswith("-prefetch") and t.is_alive()]
+
+
+def _no_producer_left():
+    for t in _producers():
+        t.join(timeout=5)
+    return not _producers()
+
+
+@pytest.mark.parametrize("cache_clips, workers, prefetch", [(4, 3, 3), (0, 2, 1)])
+def test_prefetch_and_workers_give_the_batches_of_the_sync_loader(tiny, cache_clips, workers, prefetch):
+    clips, broken = tiny
+    kw = dict(TINY, cache_clips=cache_clips, on_error="skip")
+    sync = _stream(PairLoader(clips + [broken], workers=1, prefetch=0, **kw), 10)  # 2.5 epochs
+    fast = _stream(PairLoader(clips + [broken], workers=workers, prefetch=prefetch, **kw), 10)
+    _same_batches(sync, fast)
+    assert [s for _, s, _ in sync][3:5] == [{"epoch": 0, "position": 4}, {"epoch": 1, "position": 1}]
+    assert sync[-1][2]["skipped"] > 0 and "broken.mp4" in sync[-1][2]["errors"][0]
+    assert _no_producer_left()
+
+
+def test_clip_cache_holds_the_frames_that_two_frame_decoding_gives(tiny):
+    clips, _ = tiny
+    cached = list(PairLoader(clips, cache_clips=2, **TINY))  # whole clips, resized 16 -> 12 px
+    direct = list(PairLoader(clips, cache_clips=0, **TINY))  # two frames per pair
+    assert len(cached) == len(direct) == 4 and cached[0]["frame_t"].shape == (3, 3, 12, 12)
+    for a, b in zip(cached, direct):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prefetch_resumes_from_what_was_handed_out(tiny):
+    clips, _ = tiny
+    whole = _stream(PairLoader(clips, prefetch=2, workers=2, **TINY), 9)
+    loader = PairLoader(clips, prefetch=2, workers=2, **TINY)
+    it = iter(loader)
+    assert len([next(it) for _ in range(4)]) == 4 and next(it, None) is None  # epoch 0
+    it = iter(loader)
+    assert len([next(it) for _ in range(2)]) == 2
+    time.sleep(0.2)  # the producer runs ahead; the state counts the batches handed out
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "position": 2} and loader.report["samples"] == 6 * 3
+    assert len(_producers()) == 1
+    del it
+    resumed = PairLoader(clips, prefetch=2, workers=2, **TINY)
+    resumed.load_state_dict(state)
+    rest = _stream(resumed, 3)
+    _same_batches([(b, s, None) for b, s, _ in whole[6:]], [(b, s, None) for b, s, _ in rest])
+    assert _no_producer_left()
+
+
+def test_prefetch_thread_stops_on_break_gc_and_a_new_iterator(tiny):
+    clips, _ = tiny
+    loader = PairLoader(clips, prefetch=2, **{**TINY, "samples_per_epoch": 600})  # 200 batches
+    made = []
+    make = loader.make_batch
+    loader.make_batch = lambda e, p: made.append(p) or make(e, p)
+    for n, _ in enumerate(loader):
+        time.sleep(0.1)  # the producer fills its queue
+        break
+    assert n == 0 and loader.state_dict() == {"epoch": 0, "position": 1}
+    assert _no_producer_left() and len(made) <= 1 + 2 + 1  # handed out, queued, in the making
+    it = iter(loader)
+    next(it)
+    assert len(_producers()) == 1
+    del it, loader  # dropped mid-epoch, loader and all
+    gc.collect()
+    assert _no_producer_left()
+    loader = PairLoader(clips, prefetch=2, **TINY)
+    old = iter(loader)
+    next(old)
+    new = iter(loader)
+    assert torch.equal(next(new)["index"], torch.arange(3, 6))  # takes over at position 1
+    assert len(_producers()) == 1
+    with pytest.raises(RuntimeError, match="newer iter"):
+        next(old)
+    del new
+    assert _no_producer_left()
+
+
+def test_producer_errors_reach_the_consumer(tiny, tmp_path):
+    clips, _ = tiny
+    bad = tmp_path / "badclip"
+    bad.mkdir()
+    for k in range(6):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad / f"img{k + 1}.png")
+    (bad / "img3.png").write_bytes(b"broken")  # found when decoded (no clip cache)
+    with pytest.raises(DataError, match="badclip.*img3.png"):
+        list(PairLoader([str(bad)], prefetch=2, cache_clips=0, **TINY))
+    loader = PairLoader(clips, prefetch=3, **TINY)
+    make = loader.make_batch
+
+    def flaky(epoch, position):
+        if position == 2:
+            raise DataError("clip42: unreadable")
+        return make(epoch, position)
+    loader.make_batch = flaky
+    got = []
+    with pytest.raises(DataError, match="^clip42: unreadable$"):
+        for b in loader:
+            got.append(b)
+    assert len(got) == 2 and loader.state_dict() == {"epoch": 0, "position": 2}
+    assert _no_producer_left()
+
+
+def test_decoding_threads_decode_a_clip_once(tiny, monkeypatch):
+    from micronbert.data import pairs
+    clips, _ = tiny
+    calls = []
+
+    def slow_read(path, indices=None):
+        calls.append(path)
+        time.sleep(0.05)
+        return read_frames(path, indices)
+    monkeypatch.setattr(pairs, "read_frames", slow_read)
+    loader = PairLoader(clips[:1], workers=4, prefetch=0, **{**TINY, "batch_size": 4})
+    batches = list(loader)
+    assert len(batches) == 3 and calls == clips[:1]  # 12 samples, 4 at a time, one decoding
+
+
+def test_pinned_memory_only_with_cuda(tiny):
+    clips, _ = tiny
+    if not torch.cuda.is_available():
+        assert PairLoader(clips, **TINY).pin_memory is False
+        with pytest.warns(UserWarning, match="not pinned"):
+            loader = PairLoader(clips, pin_memory=True, **TINY)
+        batches = list(loader)
+        assert len(batches) == 4 and not batches[0]["frame_t"].is_pinned()
+        return
+    batches = list(PairLoader(clips, **TINY))
+    assert len(batches) == 4 and all(b[k].is_pinned() for b in batches for k in b)
+    batches = list(PairLoader(clips, pin_memory=False, **TINY))
+    assert len(batches) == 4 and not batches[0]["frame_t"].is_pinned()
 
 
 def _frames(folder, numbers, name, grey=False):
@@ -288,6 +472,10 @@ def test_dali_cpu_pipeline_matches_cpu_loader_on_video(tmp_path, codec, ext):
 def test_dali_pipeline_crops_faces_as_the_cpu_loader(tmp_path):
     pytest.importorskip("cv2")
     _in_subprocess("face_crop_matches", tmp_path)
+
+
+def test_dali_loader_prefetches_the_sync_batches(synth):
+    _in_subprocess("prefetch_matches_sync", synth)
 
 
 def test_dali_loader_bad_input(tmp_path, synth):

@@ -5,12 +5,20 @@ crop's random numbers; the swap masks of a global batch (all ranks' batches toge
 from one vectorised draw seeded by (seed, epoch, global batch). So the samples are the same
 whatever the number of ranks at the same global batch (rank r takes the r-th slice of
 each global batch) and a loader resumes exactly from (epoch, position).
+
+Batches are made ahead on a background thread (``prefetch``), the samples of a batch on a
+pool of ``workers`` threads, into pinned memory on CUDA; what the consumer receives, and the
+loader's state and report, are the same as without them.
 """
 from __future__ import annotations
 
+import itertools
 import os
+import queue
+import threading
+import warnings
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,36 +45,145 @@ def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_000_007 + index)
 
 
+def _pinning(pin_memory: Optional[bool]) -> bool:
+    """Whether batches are pinned: as asked, by default when CUDA is available; never without."""
+    cuda = torch.cuda.is_available()
+    if pin_memory and not cuda:
+        warnings.warn("pin_memory=True, but CUDA is not available: batches are not pinned")
+    return cuda and (pin_memory is None or bool(pin_memory))
+
+
+class _Memo:
+    """A thread-safe memo: ``get(key, compute)`` computes each key once, even when several
+    threads ask for it at the same time (the others wait for that result).
+
+    ``capacity``: None keeps everything, 0 nothing, n the n most recently used keys.
+    A failed ``compute`` is not kept: the next caller tries again (and fails with its error).
+    """
+
+    def __init__(self, capacity: Optional[int] = None):
+        self.capacity = capacity
+        self._done: "OrderedDict" = OrderedDict()
+        self._busy = {}  # key -> Event, set when the thread computing it is done
+        self._lock = threading.Lock()
+
+    def get(self, key, compute: Callable):
+        if self.capacity == 0:
+            return compute()
+        while True:
+            with self._lock:
+                if key in self._done:
+                    self._done.move_to_end(key)
+                    return self._done[key]
+                busy = self._busy.get(key)
+                if busy is None:
+                    self._busy[key] = threading.Event()
+                    break
+            busy.wait()  # another thread decodes it: take its result (or retry if it failed)
+        try:
+            value = compute()
+            with self._lock:
+                self._done[key] = value
+                if self.capacity is not None and len(self._done) > self.capacity:
+                    self._done.popitem(last=False)
+        finally:
+            with self._lock:
+                self._busy.pop(key).set()
+        return value
+
+
+class _Producer:
+    """Runs an iterator on a background thread, at most ``depth`` items ahead of the consumer.
+
+    Iterating yields its items in order and raises its exception, if any; ``close`` stops
+    the thread (after the item it is preparing) and waits for it. The thread works on the
+    consumer's CUDA device (``set_device`` is per thread), for pinning and for DALI.
+    """
+
+    def __init__(self, items: Iterator, depth: int, name: str):
+        self._queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        cuda = torch.cuda.current_device() if torch.cuda.is_initialized() else None
+        self._thread = threading.Thread(target=self._run, args=(items, cuda), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, items: Iterator, cuda: Optional[int]):
+        try:
+            if cuda is not None:
+                torch.cuda.set_device(cuda)
+            for item in items:
+                self._queue.put(("item", item))
+                if self._stop.is_set():
+                    return
+            self._queue.put(("end", None))
+        except BaseException as e:  # raised again in the consumer
+            self._queue.put(("error", e))
+
+    def __iter__(self):
+        while not self._stop.is_set():
+            kind, item = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+        raise RuntimeError("this iterator was closed: a newer iter() of its loader took over")
+
+    def close(self):
+        self._stop.set()
+        while self._thread.is_alive():
+            try:  # empty the queue, so that a producer blocked on a full one can finish
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.01)
+
+
 class PairLoader:
-    """Batches of pairs for pre-training, on the CPU.
+    """Batches of pairs for pre-training, prepared on the CPU.
 
     Yields dicts: ``frame_t``, ``frame_next`` uint8 (B, 3, S, S); ``swap_mask`` bool (B, N);
     ``crop_rand`` (B, 4) for the PoI crop; ``index`` (B,) global sample indices.
-    ``report`` counts what was skipped (``on_error="skip"``).
+    ``report`` counts the samples handed out and what was skipped (``on_error="skip"``).
+
+    Args:
+        cache_clips: decoded clips kept (LRU; 0: decode the two frames of each pair only).
+        workers: threads that choose, check and decode the samples of a batch (PIL, PyAV
+            and DALI release the GIL); 1 decodes them one after the other.
+        prefetch: batches a background thread prepares ahead of the consumer (0: each batch
+            is made when asked for, on the consumer's thread).
+        pin_memory: batch tensors in pinned memory, so ``.to("cuda", non_blocking=True)``
+            overlaps; None: when CUDA is available (never without CUDA).
+
+    The batches, ``report`` and ``state_dict`` do not depend on ``workers`` or ``prefetch``:
+    they count the batches the consumer received, not those prepared ahead.
     """
 
     def __init__(self, clips: Sequence[str], size: int, batch_size: int, patch_size: int = 8,
                  delta: Tuple[int, int] = (1, 4), seed: int = 0, rank: int = 0, world_size: int = 1,
                  mask_type: str = "block", swap_ratio: float = 0.5, samples_per_epoch: Optional[int] = None,
                  on_error: str = "raise", cache_clips: int = 64, face_cache: Optional[str] = None,
-                 workers: int = 1):
+                 workers: int = 1, prefetch: int = 2, pin_memory: Optional[bool] = None):
         if not clips:
             raise DataError("no clips to sample from")
         if batch_size % 1 or batch_size <= 0:
             raise ValueError("batch_size must be a positive int")
+        if prefetch < 0:
+            raise ValueError("prefetch must be >= 0")
         self.clips, self.size, self.batch_size, self.p = list(clips), size, batch_size, patch_size
         self.delta, self.seed, self.rank, self.world = delta, seed, rank, world_size
         self.mask_type, self.ratio, self.on_error = mask_type, swap_ratio, on_error
         self.samples_per_epoch = samples_per_epoch or len(self.clips) * 8
-        self.epoch, self.position = 0, 0  # position: batches of this rank already yielded
+        self.epoch, self.position = 0, 0  # position: batches of this rank handed out
         self.report = {"samples": 0, "skipped": 0, "errors": []}
-        self._cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
-        self._lengths = {}
-        self._cache_n = cache_clips
+        self.cache_clips = cache_clips
+        self._clips, self._lengths, self._boxes = _Memo(cache_clips), _Memo(), _Memo()
         self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
-        self._boxes = {}
-        self.workers = workers  # decoding threads (PIL and PyAV release the GIL)
-        self._pool = None
+        self.workers, self.prefetch = workers, prefetch
+        self.pin_memory = _pinning(pin_memory)
+        self._pool = None  # the decoding threads, made on first use
+        self._producer = None  # the prefetching thread of the live iterator
 
     # ---------------------------------------------------------------- state
     def __len__(self):  # batches per epoch, per rank
@@ -81,43 +198,41 @@ class PairLoader:
     # ---------------------------------------------------------------- samples
     def face_box(self, path, frames=None):
         """The clip's face box (x0, y0, x1, y1), from the face cache (detected on a miss)."""
-        if path not in self._boxes:
-            from .faces import cached_face_box
-            self._boxes[path] = cached_face_box(path, self.face_cache, frames=frames)
-        return self._boxes[path]
+        from .faces import cached_face_box
+        return self._boxes.get(path, lambda: cached_face_box(path, self.face_cache, frames=frames))
 
     def _crop(self, clip, frames):  # (T, H, W, 3) -> the clip's face, when face crops are on
         from .faces import crop_clip
         return crop_clip(frames, self.face_box(clip, frames)) if self.face_cache else frames
 
     def _frames(self, path):
-        """The whole clip, face-cropped; kept in an LRU of ``cache_clips`` clips."""
-        if path in self._cache:
-            self._cache.move_to_end(path)
-            return self._cache[path]
-        frames = self._crop(path, read_frames(path))
-        if self._cache_n:
-            self._cache[path] = frames
-            if len(self._cache) > self._cache_n:
-                self._cache.popitem(last=False)
-        return frames
+        """The whole clip, face-cropped and resized: uint8 (T, 3, S, S), kept in an LRU of
+        ``cache_clips`` clips (so a cached clip costs no decoding and no resizing)."""
+        return self._clips.get(path, lambda: self._resize(self._crop(path, read_frames(path))))
 
-    def _resize(self, f) -> torch.Tensor:  # (H, W, 3) uint8, numpy or torch -> (3, S, S)
-        x = torch.as_tensor(np.ascontiguousarray(f) if isinstance(f, np.ndarray) else f)
-        return resize_u8(x.permute(2, 0, 1), self.size)
+    def _resize(self, f) -> torch.Tensor:
+        """uint8 frames (..., H, W, 3), numpy or torch -> (..., 3, S, S), 16 frames at a time."""
+        x = torch.as_tensor(np.ascontiguousarray(f) if isinstance(f, np.ndarray) else f).movedim(-1, -3)
+        if x.dim() == 3:
+            return resize_u8(x, self.size)
+        return torch.cat([resize_u8(c, self.size) for c in x.split(16)])
+
+    def _resize_all(self, frames) -> torch.Tensor:
+        """uint8 frames (H, W, 3) -> (n, 3, S, S); frames of one shape are resized together."""
+        if len({tuple(f.shape) for f in frames}) == 1:
+            return self._resize(torch.stack([torch.as_tensor(f) for f in frames]))
+        return torch.stack([self._resize(f) for f in frames])
 
     def _check_clip(self, clip):
         """Catch a bad clip when it is chosen, so ``on_error="skip"`` can replace it: decode
         it (cached loaders; the face box comes with it) or find its face box (face crops)."""
-        if self._cache_n:
+        if self.cache_clips:
             self._frames(clip)
         elif self.face_cache:
             self.face_box(clip)
 
     def _length(self, clip):
-        if clip not in self._lengths:
-            self._lengths[clip] = count_frames(clip)
-        return self._lengths[clip]
+        return self._lengths.get(clip, lambda: count_frames(clip))
 
     def choose(self, epoch: int, index: int):
         """The sample at global ``index`` of ``epoch``: (clip, t, d, crop_rand), no decoding."""
@@ -131,30 +246,46 @@ class PairLoader:
         t = int(torch.randint(0, t_len - d, (1,), generator=g))
         return clip, t, d, torch.rand(4, generator=g)
 
+    def _checked(self, epoch: int, index: int):
+        """``choose`` with the clip checked. Returns ((clip, t, d), crop_rand, errors): with
+        ``on_error="skip"`` a bad clip is replaced by a deterministic other choice and its
+        error listed."""
+        errors = []
+        for j in itertools.count(index, self.samples_per_epoch):
+            try:
+                clip, t, d, crop = self.choose(epoch, j)
+                self._check_clip(clip)
+                return (clip, t, d), crop, errors
+            except DataError as e:
+                if self.on_error == "raise":
+                    raise
+                errors.append(str(e))
+
     def sample(self, epoch: int, index: int):
         """Decoded: (frame_t, frame_next, crop_rand, (clip, t, d))."""
         clip, t, d, crop = self.choose(epoch, index)
         frames = self._frames(clip)
-        return self._resize(frames[t]), self._resize(frames[t + d]), crop, (clip, t, d)
+        return frames[t], frames[t + d], crop, (clip, t, d)
 
     def _pair(self, spec):
         clip, t, d = spec
-        if self._cache_n == 0:  # no cache: decode the two frames only
-            a, b = self._crop(clip, read_frames(clip, [t, t + d]))
-        else:
-            frames = self._frames(clip)
-            a, b = frames[t], frames[t + d]
-        return self._resize(a), self._resize(b)
+        if self.cache_clips == 0:  # no cache: decode the two frames only
+            return tuple(self._resize(self._crop(clip, read_frames(clip, [t, t + d]))))
+        frames = self._frames(clip)
+        return frames[t], frames[t + d]
+
+    def _map(self, fn: Callable, items) -> list:
+        """``[fn(x) for x in items]``, on the ``workers`` decoding threads when there are several."""
+        if self.workers <= 1:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{type(self).__name__}-decode")
+        return list(self._pool.map(fn, items))
 
     def decode(self, specs):
         """Frames of a batch of chosen samples: uint8 (B, 3, S, S) twice (CPU decoding)."""
-        if self.workers > 1 and self._cache_n == 0:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-                self._pool = ThreadPoolExecutor(self.workers)
-            pairs = list(self._pool.map(self._pair, specs))
-        else:
-            pairs = [self._pair(s) for s in specs]
+        pairs = self._map(self._pair, specs)
         return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
     def masks(self, epoch: int, global_batch: int) -> torch.Tensor:
@@ -164,36 +295,59 @@ class PairLoader:
                                self.ratio, g)
         return m[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
+    # ---------------------------------------------------------------- batches
+    def make_batch(self, epoch: int, position: int):
+        """This rank's batch number ``position`` of ``epoch`` (a pure function of both).
+
+        Returns:
+            (batch dict, its report: {"samples", "skipped", "errors"}).
+        """
+        b0 = (position * self.world + self.rank) * self.batch_size
+        picked = self._map(lambda i: self._checked(epoch, i), range(b0, b0 + self.batch_size))
+        specs, crops, errors = zip(*picked)
+        ft, fn = self.decode(list(specs))
+        batch = {"frame_t": ft, "frame_next": fn, "crop_rand": torch.stack(crops),
+                 "index": torch.arange(b0, b0 + self.batch_size),
+                 "swap_mask": self.masks(epoch, position)}
+        if self.pin_memory:
+            batch = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in batch.items()}
+        errors = [e for errs in errors for e in errs]
+        return batch, {"samples": len(specs), "skipped": len(errors), "errors": errors}
+
+    def _batches(self, epoch: int, start: int):
+        for position in range(start, len(self)):
+            yield self.make_batch(epoch, position)
+
+    def _close_producer(self):
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+
     def __iter__(self):
-        n = len(self)
-        while True:
-            if self.position >= n:
-                self.epoch, self.position = self.epoch + 1, 0
-                return
-            b0 = (self.position * self.world + self.rank) * self.batch_size
-            specs, crops = [], []
-            for i in range(b0, b0 + self.batch_size):
-                j = i
-                while True:
-                    try:
-                        clip, t, d, c = self.choose(self.epoch, j)
-                        self._check_clip(clip)
-                        break
-                    except DataError as e:
-                        if self.on_error == "raise":
-                            raise
-                        self.report["skipped"] += 1
-                        self.report["errors"].append(str(e))
-                        j += self.samples_per_epoch  # a deterministic replacement
-                specs.append((clip, t, d))
-                crops.append(c)
-                self.report["samples"] += 1
-            ft, fn = self.decode(specs)
-            batch = {"frame_t": ft, "frame_next": fn, "crop_rand": torch.stack(crops),
-                     "index": torch.arange(b0, b0 + self.batch_size),
-                     "swap_mask": self.masks(self.epoch, self.position)}
-            self.position += 1
-            yield batch
+        """The rest of the current epoch, from ``position``; then the next epoch is current.
+
+        With ``prefetch`` a thread makes the batches ahead (one such thread per loader: a new
+        iterator stops the previous one's); ``position`` and ``report`` advance as batches
+        are handed out here, so a ``state_dict`` taken between batches resumes exactly.
+        """
+        self._close_producer()
+        if self.position >= len(self):  # a state saved after the last batch of an epoch
+            self.epoch, self.position = self.epoch + 1, 0
+            return
+        batches = self._batches(self.epoch, self.position)
+        if self.prefetch:
+            batches = self._producer = _Producer(batches, self.prefetch, f"{type(self).__name__}-prefetch")
+        try:
+            for batch, report in batches:
+                self.position += 1
+                self.report["samples"] += report["samples"]
+                self.report["skipped"] += report["skipped"]
+                self.report["errors"] += report["errors"]
+                yield batch
+        finally:
+            if isinstance(batches, _Producer):
+                batches.close()
+        self.epoch, self.position = self.epoch + 1, 0
 
 
 class DaliPairLoader(PairLoader):
@@ -207,9 +361,13 @@ class DaliPairLoader(PairLoader):
     slice for video. Without a GPU the same pipeline runs on the CPU where DALI can: JPEG
     frames, and VP8/VP9/MJPEG video. All clips of one loader are frame folders, or all
     are videos. Pixels agree with ``PairLoader`` within codec rounding.
+
+    Prefetching is ``PairLoader``'s: the pipeline runs on the prefetching thread (one per
+    loader); ``workers`` threads choose the samples and find their face boxes, and
+    ``num_threads`` (default: ``workers``, at least 2) are DALI's CPU threads.
     """
 
-    def __init__(self, *args, device: Optional[str] = None, num_threads: int = 2, **kw):
+    def __init__(self, *args, device: Optional[str] = None, num_threads: Optional[int] = None, **kw):
         super().__init__(*args, **kw)
         try:
             import nvidia.dali  # noqa: F401
@@ -223,9 +381,10 @@ class DaliPairLoader(PairLoader):
         if len(kinds) != 1:
             raise DataError("DaliPairLoader takes clips of one kind: all frame folders or all videos")
         self.video = kinds == {False}
-        self.num_threads = num_threads
+        self.num_threads = num_threads or max(2, self.workers)
         self._pipe = None
-        self._cache_n = 0  # DALI decodes in the pipeline (its errors name the batch's files)
+        self.cache_clips = 0  # DALI decodes in the pipeline (its errors name the batch's files)
+        self._clips = _Memo(0)
 
     def _build(self):
         import nvidia.dali as dali
@@ -284,8 +443,7 @@ class DaliPairLoader(PairLoader):
                 p.feed_input("stride", [np.int32(d) for _, _, d in specs])
                 (seq,) = p.run()
                 pairs = [self._to_torch(seq, i) for i in range(len(specs))]
-                ft = [self._resize(s[0]) for s in pairs]
-                fn_ = [self._resize(s[1]) for s in pairs]
+                ft, fn_ = self._resize_all([s[0] for s in pairs]), self._resize_all([s[1] for s in pairs])
             else:
                 from .io import list_frames
                 files = []
@@ -295,12 +453,30 @@ class DaliPairLoader(PairLoader):
                 p.feed_input("a", [np.fromfile(a, dtype=np.uint8) for a, _ in files])
                 p.feed_input("b", [np.fromfile(b, dtype=np.uint8) for _, b in files])
                 oa, ob = p.run()
-                ft = [self._resize(self._to_torch(oa, i)) for i in range(len(specs))]
-                fn_ = [self._resize(self._to_torch(ob, i)) for i in range(len(specs))]
+                ft = self._resize_all([self._to_torch(oa, i) for i in range(len(specs))])
+                fn_ = self._resize_all([self._to_torch(ob, i) for i in range(len(specs))])
         except DataError:
             raise
         except Exception as e:
             self._pipe = None
             raise DataError(f"DALI could not decode the batch {sorted({c for c, _, _ in specs})}: "
                             f"{type(e).__name__}: {str(e)[:300]}") from e
-        return torch.stack(ft), torch.stack(fn_)
+        return ft, fn_
+
+
+def pretrain_loader(args, config, rank: int = 0, world: int = 1) -> PairLoader:
+    """The loader of ``micronbert pretrain``, from its flags and the model's config.
+
+    Args:
+        args: the parsed ``pretrain`` flags (data, batch, delta, seed, samples_per_epoch,
+            on_error, face_cache, dali, workers, prefetch).
+        config: the model's ``MicronBERTConfig`` (image and patch size, mask type, swap ratio).
+        rank, world: this process and the number of processes.
+
+    ``bench/bench_loader.py`` measures this very loader.
+    """
+    kind = DaliPairLoader if args.dali else PairLoader
+    return kind(find_clips(args.data), config.img_size[0], args.batch, config.patch_size,
+                tuple(args.delta), args.seed, rank, world, config.mask_type, config.swap_ratio,
+                args.samples_per_epoch, args.on_error, face_cache=args.face_cache,
+                workers=args.workers, prefetch=args.prefetch)
