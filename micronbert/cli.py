@@ -64,7 +64,10 @@ def _add_train_flags(p):
                    help="crop every clip to its face (OpenCV Haar), boxes cached in this folder")
     p.add_argument("--dali", action="store_true",
                    help="decode with NVIDIA DALI (GPU: nvJPEG/NVDEC; CPU: JPEG, VP8/9, MJPEG)")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads of the CPU loader")
+    p.add_argument("--workers", type=int, default=2,
+                   help="decoding threads of the loader (every mode; DALI: its CPU threads)")
+    p.add_argument("--prefetch", type=int, default=2,
+                   help="batches prepared ahead in the background (0: none)")
 
 
 def cmd_synth(args):
@@ -77,7 +80,7 @@ def cmd_synth(args):
 def cmd_pretrain(args):
     import torch
 
-    from .data.pairs import DaliPairLoader, PairLoader, find_clips
+    from .data.pairs import pretrain_loader
     from .train import init_distributed, train
     rank, world = init_distributed()
     torch.manual_seed(args.seed)
@@ -89,12 +92,7 @@ def cmd_pretrain(args):
                   f"width {model.config.embed_dim}, depth {model.config.depth})", file=sys.stderr)
     else:
         model = _model_from(args)
-    cfg = model.config
-    kind = DaliPairLoader if args.dali else PairLoader
-    extra = {} if args.dali else {"workers": args.workers}
-    loader = kind(find_clips(args.data), cfg.img_size[0], args.batch, cfg.patch_size,
-                  tuple(args.delta), args.seed, rank, world, cfg.mask_type, cfg.swap_ratio,
-                  args.samples_per_epoch, args.on_error, face_cache=args.face_cache, **extra)
+    loader = pretrain_loader(args, model.config, rank, world)
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
                 ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
