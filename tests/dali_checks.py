@@ -30,12 +30,11 @@ def video_matches(tmp, codec="mjpeg", ext=".avi"):
         clips.append(os.path.join(tmp, f"v{i}{ext}"))
         write_video(frames, clips[-1], fps=10, codec=codec)
     kw = dict(size=48, batch_size=3, delta=(1, 5), seed=1, samples_per_epoch=9)
-    n = 0
-    for a, b in zip(PairLoader(clips, **kw), DaliPairLoader(clips, device="cpu", **kw)):
+    cpu, dali = list(PairLoader(clips, **kw)), list(DaliPairLoader(clips, device="cpu", **kw))
+    assert len(cpu) == len(dali) == 3
+    for a, b in zip(cpu, dali):
         for k in ("frame_t", "frame_next"):
             assert (a[k].int() - b[k].int()).abs().float().mean() < 0.5
-        n += 1
-    assert n == 3
 
 
 def bad_input(tmp, synth):
@@ -70,13 +69,12 @@ def face_crop_matches(tmp):
         kw = dict(size=64, batch_size=2, delta=(1, 3), seed=int(rng.integers(100)), samples_per_epoch=4,
                   face_cache=cache)
         cpu, dali = PairLoader(clips, **kw), DaliPairLoader(clips, device="cpu", **kw)
-        n = 0
-        for a, b in zip(cpu, dali):
+        cpu_batches, dali_batches = list(cpu), list(dali)
+        assert len(cpu_batches) == len(dali_batches) == 2
+        for a, b in zip(cpu_batches, dali_batches):
             for k in ("frame_t", "frame_next"):
                 diff = (a[k].int() - b[k].int()).abs()
                 assert diff.float().mean() < 1.0, (clips, k, diff.float().mean())
-            n += 1
-        assert n == 2
         x0, y0, x1, y1 = dali.face_box(clips[0])
         assert x1 - x0 < 400 and 150 < (x0 + x1) / 2 + 40 < 260  # a face-sized box on the face
     assert len(os.listdir(cache)) == 2  # one box per clip, cached

@@ -5,18 +5,19 @@ import torch
 
 from micronbert import create_model
 from micronbert.kernels import DiagonalMicroAttention, diagonal_micro_attention, random_swap_mask
-from conftest import triton_or_skip
+from conftest import DEVICE, triton_or_skip
 
 
 def _dma_args(backend, bias, gate, seed=0, null=False):
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(2, 3, 37, 16, generator=g, requires_grad=True) for _ in range(3))
+    leaf = lambda t: t.to(DEVICE).requires_grad_(True)  # noqa: E731
+    q, k, v = (leaf(torch.randn(2, 3, 37, 16, generator=g)) for _ in range(3))
     b = torch.randn(2, 3, 37, generator=g) if bias else None
     if b is not None:
         b[:, :, ::5] = float("-inf")
-        b.requires_grad_(True)
-    gt = torch.rand(2, 3, 37, generator=g, requires_grad=True) if gate else None
-    nl = torch.randn(2, 3, 37, generator=g, requires_grad=True) if null else None
+        b = leaf(b)
+    gt = leaf(torch.rand(2, 3, 37, generator=g)) if gate else None
+    nl = leaf(torch.randn(2, 3, 37, generator=g)) if null else None
     return (q, k, v, b, gt, nl, 0.25, backend, 16)
 
 
@@ -39,10 +40,11 @@ def test_opcheck_dma(backend, bias, gate, null):
 
 def test_opcheck_swap():
     triton_or_skip()
-    a = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8)
-    b = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8)
-    mask = random_swap_mask(2, (2, 3), 0.5)
-    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.25])
+    a = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8, device=DEVICE)
+    b = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8, device=DEVICE)
+    mask = random_swap_mask(2, (2, 3), 0.5).to(DEVICE)
+    mean = torch.tensor([0.4, 0.5, 0.6], device=DEVICE)
+    std = torch.tensor([0.2, 0.3, 0.25], device=DEVICE)
     for want in ((True, True), (False, False)):
         torch.library.opcheck(torch.ops.micronbert.swap_patches.default,
                               (a, b, mask, 8, mean, std, torch.float32, *want, False))
@@ -62,12 +64,13 @@ def _tiny_step_inputs():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 64, 64, generator=g)
     y = x + 0.1 * torch.randn(2, 3, 64, 64, generator=g)
-    return x, y, random_swap_mask(2, 8, 0.5, torch.Generator().manual_seed(1))
+    mask = random_swap_mask(2, 8, 0.5, torch.Generator().manual_seed(1))
+    return x.to(DEVICE), y.to(DEVICE), mask.to(DEVICE)
 
 
 def test_compiled_micronbert_tiny_forward_backward_matches_eager():
     torch.manual_seed(0)
-    model = create_model("micronbert_tiny", poi_loss="mse", poi_mask="soft").eval()
+    model = create_model("micronbert_tiny", poi_loss="mse", poi_mask="soft").eval().to(DEVICE)
     x, y, mask = _tiny_step_inputs()
 
     def step(m):
@@ -92,7 +95,7 @@ def test_compiled_training_step_reduces_loss_like_eager():
     losses = {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
-        model = create_model("micronbert_tiny", poi_loss="none").train()
+        model = create_model("micronbert_tiny", poi_loss="none").train().to(DEVICE)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         fwd = torch.compile(model, fullgraph=True) if mode == "compiled" else model
         hist = []
@@ -113,14 +116,14 @@ def test_compiled_foreign_vit_with_drop_in_layer():
     torch.manual_seed(0)
     vit = transformers.ViTModel(transformers.ViTConfig(
         image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=1, num_attention_heads=4,
-        intermediate_size=96), add_pooling_layer=False).eval()
-    dma = DiagonalMicroAttention(48, num_heads=4)
+        intermediate_size=96), add_pooling_layer=False).eval().to(DEVICE)
+    dma = DiagonalMicroAttention(48, num_heads=4).to(DEVICE)
 
     def fn(a, b):
         ta, tb = vit(pixel_values=a).last_hidden_state, vit(pixel_values=b).last_hidden_state
         s = torch.softmax((tb[:, 1:] @ tb[:, :1].transpose(1, 2)).squeeze(-1), -1)
         return dma(tb[:, 1:], ta[:, 1:], ta[:, 1:], poi_scores=s)
-    a, b = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    a, b = torch.randn(2, 3, 32, 32, device=DEVICE), torch.randn(2, 3, 32, 32, device=DEVICE)
     eager = fn(a, b)
     compiled = torch.compile(fn, fullgraph=True)(a, b)
     for e, c in zip(eager, compiled):

@@ -130,7 +130,7 @@ def test_pair_loader_deterministic_delta_sharded_resumable(synth):
     kw = dict(size=64, batch_size=4, delta=(2, 3), seed=5, samples_per_epoch=32)
     one = list(PairLoader(clips, **kw))
     again = list(PairLoader(clips, **kw))
-    assert len(one) == len(again) == 8
+    assert len(one) == len(again) == 8  # 32 samples in batches of 4
     for a, b in zip(one, again):
         for k in a:
             assert torch.equal(a[k], b[k])
@@ -141,7 +141,7 @@ def test_pair_loader_deterministic_delta_sharded_resumable(synth):
     # two ranks with half the batch interleave the single-rank samples
     r0 = list(PairLoader(clips, **{**kw, "batch_size": 2}, rank=0, world_size=2))
     r1 = list(PairLoader(clips, **{**kw, "batch_size": 2}, rank=1, world_size=2))
-    assert len(r0) == len(r1) == 8
+    assert len(r0) == len(r1) == 8  # 16 samples a rank in batches of 2
     idx = sorted(torch.cat([b["index"] for b in r0 + r1]).tolist())
     assert idx == sorted(torch.cat([b["index"] for b in one]).tolist())
     f0 = {int(i): f for b in r0 for i, f in zip(b["index"], b["frame_t"])}
@@ -156,7 +156,7 @@ def test_pair_loader_deterministic_delta_sharded_resumable(synth):
     resumed = PairLoader(clips, **kw)
     resumed.load_state_dict(state)
     again = list(resumed)
-    assert len(rest) == len(again) == 6
+    assert len(rest) == len(again) == 6  # the 8 batches less the 2 taken before the state
     for a, b in zip(rest, again):
         assert torch.equal(a["frame_next"], b["frame_next"])
 
@@ -167,7 +167,7 @@ def test_pair_loader_skip_and_report(synth, tmp_path):
     clips = find_clips(synth) + [str(bad)]
     loader = PairLoader(clips, 64, 4, seed=0, samples_per_epoch=64, on_error="skip")
     batches = list(loader)
-    assert len(batches) == 16
+    assert len(batches) == 16  # full batches: a skipped sample is replaced
     assert loader.report["skipped"] > 0 and "broken.mp4" in loader.report["errors"][0]
     assert all(b["frame_t"].shape == (4, 3, 64, 64) for b in batches)
     with pytest.raises(DataError, match="broken.mp4"):

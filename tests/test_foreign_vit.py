@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from micronbert.kernels import DiagonalMicroAttention, dma_ref, swap_tokens
+from conftest import DEVICE
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,10 +32,10 @@ class HFViTMicroMotion(torch.nn.Module):
 @pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
 def test_dma_in_hf_vit_forward_backward(backend):
     torch.manual_seed(0)
-    m = HFViTMicroMotion()
+    m = HFViTMicroMotion().to(DEVICE)
     m.dma.backend = backend
-    a, b = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
-    mask = torch.rand(2, 16) > 0.5
+    a, b = torch.randn(2, 3, 32, 32).to(DEVICE), torch.randn(2, 3, 32, 32).to(DEVICE)
+    mask = (torch.rand(2, 16) > 0.5).to(DEVICE)
     (out, diag), (pa, pb, s) = m(a, b, mask)
     assert out.shape == (2, 16, 48) and diag.shape == (2, 4, 16)
     # the same numbers as the plain reference on the same projections

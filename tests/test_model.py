@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import triton_or_skip
+from conftest import DEVICE, triton_or_skip
 
 from micronbert import MicronBERT, create_model, get_config
 from micronbert.data import normalize
@@ -79,12 +79,13 @@ def test_micro_attention_roles_and_poi(role, poi):
 def test_fused_and_reference_paths_agree(name, tol, backend):
     if backend == "triton":
         triton_or_skip()
+    dev = DEVICE if backend == "triton" else "cpu"  # the kernels' device: CUDA, or the interpreter
     torch.manual_seed(0)
-    ref = create_model(name, backend="reference")
-    fused = create_model(name, backend=backend)
+    ref = create_model(name, backend="reference").to(dev)
+    fused = create_model(name, backend=backend).to(dev)
     fused.load_state_dict(ref.state_dict())
-    x, y = pair()
-    mask = torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) > 0.5
+    x, y = (t.to(dev) for t in pair())
+    mask = (torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) > 0.5).to(dev)
     ref.eval(), fused.eval()
     a, b = ref(x, y, swap_mask=mask), fused(x, y, swap_mask=mask)
     for k in ("loss", "rec_loss", "diag_loss", "pred", "diag"):
@@ -117,13 +118,15 @@ def test_uint8_frames_give_the_loss_and_gradients_of_normalised_frames(backend):
     gradients as the same frames normalised beforehand."""
     if backend == "triton":
         triton_or_skip()
+    dev = DEVICE if backend == "triton" else "cpu"
     g = torch.Generator().manual_seed(7)
-    a, b = (torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=g) for _ in range(2))
-    mask, crop = torch.rand(3, 64, generator=g) > 0.5, torch.rand(3, 4, generator=g)
+    a, b = (torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=g).to(dev)
+            for _ in range(2))
+    mask, crop = (torch.rand(3, 64, generator=g) > 0.5).to(dev), torch.rand(3, 4, generator=g).to(dev)
     runs = []
     for x, y in ((a, b), (normalize(a), normalize(b)),
                  (a.permute(0, 2, 3, 1).contiguous(), b.permute(0, 2, 3, 1).contiguous())):
-        m = tiny("micronbert_tiny", backend=backend, lambda_diag=1.0)
+        m = tiny("micronbert_tiny", backend=backend, lambda_diag=1.0).to(dev)
         out = m(x, y, swap_mask=mask, crop_rand=crop)
         out["loss"].backward()
         runs.append((out, {k: p.grad for k, p in m.named_parameters() if p.grad is not None}))

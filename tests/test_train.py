@@ -48,6 +48,7 @@ def test_killed_run_resumes_exactly(clips, tmp_path):
     rest = train(_model(seed=99), _loader(clips), out_dir=str(tmp_path / "b"),
                  resume=str(tmp_path / "b" / "last.pt"), **kw)
     assert [r["step"] for r in rest] == list(range(3, 8))
+    assert len(full) == len(part + rest) == 8
     for a, b in zip(full, part + rest):
         assert abs(a["loss"] - b["loss"]) <= 1e-6, (a, b)
 
