@@ -10,8 +10,8 @@ Rows: the synchronous loader (1 thread, no prefetch), the CLI's --workers withou
 and the CLI's loader (--workers, --prefetch), each with an idle consumer (the loader's own
 throughput) and with a consumer busy for as long as a synchronous batch takes (as if it
 waited on a GPU step: prefetch should hide the loading); the best of --repeats runs of
---batches batches (one loader per row, continuing). images/s counts pairs, as bench_train
-does. With DALI importable, the same rows with --dali (its default device).
+--batches batches, round robin over the rows (one loader per row, continuing). images/s
+counts pairs, as bench_train does. With DALI importable, the same rows with --dali (its default device).
 Data: --data, or a synthetic set (JPEG frame folders, CASME II layout) written at --size px.
 Writes bench/results/<device>/bench_loader.{csv,md}.
 """
@@ -49,22 +49,33 @@ def batches_per_s(loader, batches: int, busy_s: float = 0.0) -> float:
     return batches / (time.perf_counter() - t)
 
 
+def best_rates(loaders: dict, args, busy_ms: float) -> dict:
+    """Batches/s of each loader, the best of --repeats timings taken round robin (so that
+    load on the machine hits every loader alike)."""
+    best = dict.fromkeys(loaders, 0.0)
+    for _ in range(args.repeats):
+        for v, loader in loaders.items():
+            best[v] = max(best[v], batches_per_s(loader, args.batches, busy_ms / 1e3))
+    return best
+
+
 def loader_rows(args, cfg) -> list:
-    """The synchronous loader, --workers alone, and the CLI's loader; idle and busy consumer."""
+    """The synchronous loader, --workers alone, and the CLI's loader (--workers, --prefetch):
+    with an idle consumer, then one busy for as long as a synchronous batch takes."""
+    flags = lambda w, k: argparse.Namespace(**{**vars(args), "workers": w, "prefetch": k})  # noqa: E731
     variants = dict.fromkeys([(1, 0), (args.workers, 0), (args.workers, args.prefetch)])
-    rows, sync_ms = [], None
-    for busy in (False, True):
-        for workers, prefetch in variants:
-            flags = argparse.Namespace(**{**vars(args), "workers": workers, "prefetch": prefetch})
-            loader = pretrain_loader(flags, cfg)
-            busy_ms = sync_ms if busy else 0.0
-            rate = max(batches_per_s(loader, args.batches, busy_ms / 1e3) for _ in range(args.repeats))
-            sync_ms = sync_ms or 1e3 / rate
-            route = type(loader).__name__ + (f" ({loader.device})" if args.dali else "")
-            rows.append({"route": route, "workers": workers, "prefetch": prefetch,
-                         "cache_clips": loader.cache_clips, "pinned": loader.pin_memory,
-                         "consumer_ms": busy_ms, "batch": args.batch, "px": cfg.img_size[0],
-                         "batches_per_s": rate, "images_per_s": rate * args.batch})
+    loaders = {v: pretrain_loader(flags(*v), cfg) for v in variants}
+    idle = best_rates(loaders, args, 0.0)
+    busy_ms = 1e3 / idle[(1, 0)]
+    busy = best_rates(loaders, args, busy_ms)
+    rows = []
+    for ms, rates in ((0.0, idle), (busy_ms, busy)):
+        for (workers, prefetch), loader in loaders.items():
+            rate = rates[(workers, prefetch)]
+            rows.append({"route": type(loader).__name__ + (f" ({loader.device})" if args.dali else ""),
+                         "workers": workers, "prefetch": prefetch, "cache_clips": loader.cache_clips,
+                         "pinned": loader.pin_memory, "consumer_ms": ms, "batch": args.batch,
+                         "px": cfg.img_size[0], "batches_per_s": rate, "images_per_s": rate * args.batch})
             print(rows[-1], flush=True)
     return rows
 
