@@ -108,8 +108,6 @@ def step_row(args, device: str) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_flags(ap)  # the CLI's pretrain flags and defaults (--batch, --workers, --dali, ...)
-    if ap.get_default("prefetch") is None:  # until the CLI has its --prefetch flag
-        ap.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead")
     ap.add_argument("--data", default=None, help="clips (default: a synthetic set at --size px)")
     ap.add_argument("--model", default="micronbert_s8", help="named config (image size, patches, masks)")
     ap.add_argument("--size", type=int, default=256,
