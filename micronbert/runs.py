@@ -245,9 +245,7 @@ def keep_step_copy(last: str, step: int, keep: Optional[int]) -> None:
             os.remove(old)
 
 
-# the run settings a checkpoint records; all but `steps` change the math of a resumed run
-SETTINGS = ("lr", "min_lr", "warmup", "weight_decay", "accum", "ema", "bf16", "global_batch",
-            "delta", "seed", "samples_per_epoch", "clips", "steps")
+# run settings (run_settings) a resume may change without --allow-config-change
 FREE = ("steps",)  # a longer (or shorter) run: the cosine schedule is stretched from here
 
 
@@ -260,7 +258,8 @@ def run_settings(tc, loader) -> Dict:
             "global_batch": batch * (g("world") or 1) if batch else None,
             "delta": list(g("delta")) if g("delta") is not None else None, "seed": g("seed"),
             "samples_per_epoch": g("samples_per_epoch"),
-            "clips": len(g("clips")) if g("clips") is not None else None, "steps": tc.steps}
+            "clips": len(g("clips")) if g("clips") is not None else None,
+            "face_crop": bool(g("face_cache")), "steps": tc.steps}
 
 
 def settings_diff(saved: Dict, now: Dict, free=()) -> List[str]:
@@ -373,7 +372,7 @@ def error_line(e: BaseException, extras: Dict[str, str]) -> str:
     if isinstance(e, ModuleNotFoundError):
         extra = extras.get((e.name or "").split(".")[0])
         where = f"pip install 'micronbert-fused[{extra}]'" if extra else f"pip install {e.name}"
-        return f"needs the Python module {e.name!r}, which is not installed: {where}"
+        return f"needs the Python module {e.name!r}, which this install leaves out: {where}"
     if isinstance(e, (OSError, ValueError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
         return msg or type(e).__name__
     return f"{type(e).__name__}: {msg} (unexpected: rerun with --debug for the traceback)"

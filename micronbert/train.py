@@ -294,8 +294,11 @@ def log_step(run: Run, step: int, means: dict, sec: float) -> dict:
     rec = {"step": step, **means, "lr": run.opt.param_groups[0]["lr"], "sec": sec,
            "epoch": run.loader.epoch}
     if run.log:
-        run.log.write(json.dumps(rec) + "\n")
-        run.log.flush()
+        try:
+            run.log.write(json.dumps(rec) + "\n")
+            run.log.flush()
+        except OSError as e:  # a full disk: name the file
+            raise OSError(e.errno, e.strerror, run.log.name) from e
     if run.tb:
         for k in LOSSES + ("lr",):
             run.tb.add_scalar(k, rec[k], step)
