@@ -218,17 +218,19 @@ def read_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
 
 
 def is_ours(ckpt) -> bool:
-    """Whether a loaded file is one of ours (it carries our format marker), by its content."""
-    return isinstance(ckpt, dict) and str(ckpt.get("format", "")).startswith("micronbert-fused/")
+    """Whether a loaded file is one of ours, by its content: our format marker, or our
+    ``config`` dict (the authors' files carry ``args`` instead)."""
+    return isinstance(ckpt, dict) and (str(ckpt.get("format", "")).startswith("micronbert-fused/")
+                                       or isinstance(ckpt.get("config"), dict))
 
 
 def _check_ours(ckpt, path):
     if not is_ours(ckpt):
         raise CheckpointError(f"{path}: not a micronbert-fused checkpoint "
                               "(for the authors' files use load_official_checkpoint)")
-    if ckpt["format"] != "micronbert-fused/1":
-        raise CheckpointError(f"{path}: format {ckpt['format']!r}, written by another version of "
-                              f"micronbert-fused; this one reads 'micronbert-fused/1'")
+    if ckpt.get("format") != "micronbert-fused/1":
+        raise CheckpointError(f"{path}: format {ckpt.get('format')!r} (a micronbert-fused file "
+                              f"damaged or of another version); this version reads 'micronbert-fused/1'")
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path}: a micronbert-fused checkpoint without its 'config' or "
                               f"'model' dict (damaged?)")

@@ -221,7 +221,8 @@ def test_our_damaged_checkpoint_is_reported_not_loaded_as_the_authors(tmp_path, 
     cases = {"unknown": ({**ck, "config": {**ck["config"], "bogus_field": 1}}, "bogus_field"),
              "missing": ({**ck, "model": {k: v for k, v in ck["model"].items() if k != "att.proj.bias"}},
                          "missing keys ['att.proj.bias']"),
-             "shape": ({**ck, "config": {**ck["config"], "decoder_embed_dim": 64}}, "mis-shaped keys")}
+             "shape": ({**ck, "config": {**ck["config"], "decoder_embed_dim": 64}}, "mis-shaped keys"),
+             "no marker": ({k: v for k, v in ck.items() if k != "format"}, "format None")}
     for name, (obj, needle) in cases.items():
         path = tmp_path / f"{name}.pt"
         torch.save(obj, path)
