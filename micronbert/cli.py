@@ -97,25 +97,23 @@ def cmd_pretrain(args):
 
     from .data.pairs import pretrain_loader
     from .train import init_distributed, train
-    from .runs import claim_run_folder
     rank, world = init_distributed()
-    with claim_run_folder(args.out, args.resume, args.overwrite, rank):
-        torch.manual_seed(args.seed)
-        # resume: the run's own model, unless --model/--overrides are given (then compared)
-        if args.resume and not args.checkpoint and not {"model", "overrides"} & getattr(args, "given", set()):
-            from .checkpoint import load_checkpoint
-            model = load_checkpoint(args.resume, backend=args.backend)[0]
-            if rank == 0:
-                print(f"[pretrain] resuming {args.resume}: its config (img {model.config.img_size}, "
-                      f"width {model.config.embed_dim}, depth {model.config.depth})", file=sys.stderr)
-        else:
-            model = _model_from(args)
-        loader = pretrain_loader(args, model.config, rank, world)
-        rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
-                    warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
-                    ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
-                    compile=args.compile, tensorboard=args.tensorboard, keep=args.keep,
-                    allow_config_change=args.allow_config_change)
+    torch.manual_seed(args.seed)
+    # resume: the run's own model, unless --model/--overrides are given (then compared)
+    if args.resume and not args.checkpoint and not {"model", "overrides"} & getattr(args, "given", set()):
+        from .checkpoint import load_checkpoint
+        model = load_checkpoint(args.resume, backend=args.backend)[0]
+        if rank == 0:
+            print(f"[pretrain] resuming {args.resume}: its config (img {model.config.img_size}, "
+                  f"width {model.config.embed_dim}, depth {model.config.depth})", file=sys.stderr)
+    else:
+        model = _model_from(args)
+    loader = pretrain_loader(args, model.config, rank, world)
+    rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
+                warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
+                ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
+                compile=args.compile, tensorboard=args.tensorboard, keep=args.keep,
+                allow_config_change=args.allow_config_change)
     if rank == 0:
         print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
                           "loader": loader.report | {"errors": loader.report["errors"][:5]}}))
@@ -341,7 +339,8 @@ def main(argv=None):
         runs.check_writable(args.out)  # every command has --out: fail now, not after the work
         run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
                "finetune": cmd_evaluate, "visualize": cmd_visualize}[args.cmd]
-        run(args)
+        with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files
+            run(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -181,6 +181,14 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
         lock.release()
 
 
+def run_folder(args):
+    """The command's hold on its ``--out``: ``claim_run_folder`` for ``pretrain`` (rank 0 of
+    a torchrun job, from RANK), nothing for the other commands."""
+    if getattr(args, "cmd", None) != "pretrain":
+        return contextlib.nullcontext()
+    return claim_run_folder(args.out, args.resume, args.overwrite, int(os.environ.get("RANK", "0")))
+
+
 # ------------------------------------------------------------------ logs and checkpoints
 def truncate_log(path: str, step: int) -> int:
     """Keep the records of ``path`` (JSON lines) with ``step`` < ``step`` (and drop a line cut
