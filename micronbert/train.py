@@ -237,7 +237,7 @@ def train_step(run: Run, step: int) -> dict:
 
 def _last_good(run: Run) -> str:
     if not os.path.exists(run.ckpt_path):
-        return "no good checkpoint was written"
+        return "no good checkpoint was written: start again with a lower --lr"
     at = f" (after step {run.good_step})" if run.good_step is not None else ""
     return (f"the last good checkpoint is {run.ckpt_path}{at}: resume from it with a lower "
             f"--lr (and --allow-config-change)")
@@ -350,6 +350,7 @@ def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
             confirm(run)
         raise
     finally:
+        bar.close()  # ends its line, so that an error message starts on a line of its own
         for f in (run.log, run.tb):
             if f:
                 f.close()
