@@ -300,3 +300,28 @@ def load_annotations(dataset: str, root: str, class_map: Optional[str] = None, o
     if dataset not in LOADERS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(LOADERS) + ['synthetic']}")
     return LOADERS[dataset](root, **({"class_map": class_map} if class_map else {}), on_error=on_error)
+
+
+def readable_rows(table, on_error: str = "raise", report=None):
+    """The rows of an annotation table whose onset and apex frames decode.
+
+    ``on_error="raise"``: the table as it is (a clip that does not decode raises a DataError
+    naming it when its frames are read). ``"skip"``: each clip's two frames are decoded
+    once here; a clip that fails is dropped and counted as "skipped clip" in ``report``.
+    Every clip failing is a DataError.
+    """
+    from .io import read_frames
+    if on_error != "skip" or len(table) == 0:
+        return table
+    keep = []
+    for r in table.itertuples():
+        try:
+            read_frames(r.path, [int(r.onset_index), int(r.apex_index)])
+            keep.append(True)
+        except DataError as e:
+            keep.append(False)
+            if report is not None:
+                report.add("skipped clip", str(e))
+    if not any(keep):
+        raise DataError(f"none of the {len(table)} clips decodes (first: {table.path.iloc[0]})")
+    return table[keep].reset_index(drop=True)

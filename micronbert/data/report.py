@@ -57,6 +57,15 @@ class DataReport:
                 "kinds": {k: {"count": n, "first": list(self.names.get(k, []))}
                           for k, n in sorted(self.counts.items())}}
 
+    @classmethod
+    def from_dict(cls, d: dict, keep: int = 5) -> "DataReport":
+        """The report that ``as_dict`` wrote."""
+        r = cls(keep)
+        for kind, v in (d or {}).get("kinds", {}).items():
+            r.counts[kind] = int(v["count"])
+            r.names[kind] = list(v["first"])[:keep]
+        return r
+
     def line(self) -> str:
         """One line for a command's summary."""
         if not self.counts:
