@@ -34,14 +34,14 @@ Backends (``backend=``):
 from __future__ import annotations
 
 import importlib
-import operator
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backend import BACKENDS, check_backend, resolve_backend, triton_unavailable_reason  # noqa: F401
+from .backend import (BACKENDS, check_backend, positive_int, resolve_backend,  # noqa: F401
+                      triton_unavailable_reason)
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 512
@@ -275,15 +275,7 @@ def _chunk(chunk, b, h, n) -> int:
     """The torch backend's row chunk: a positive int (None: ~64 MB of scores)."""
     if chunk is None:
         return max(1, min(n, (16 << 20) // max(1, b * h * n)))
-    if isinstance(chunk, bool):
-        raise TypeError(f"chunk must be a positive int or None, got {chunk!r}")
-    try:
-        chunk = operator.index(chunk)
-    except TypeError:
-        raise TypeError(f"chunk must be a positive int or None, got {chunk!r}") from None
-    if chunk <= 0:
-        raise ValueError(f"chunk must be a positive int or None, got {chunk}")
-    return chunk
+    return positive_int(chunk, "chunk")
 
 
 def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None,

@@ -19,27 +19,17 @@ any ViT, differentiable in both inputs.
 from __future__ import annotations
 
 import importlib
-import operator
 from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .backend import resolve_backend, triton_unavailable_reason
+from .backend import positive_int, resolve_backend, triton_unavailable_reason
 
 _FRAME_DTYPES = (torch.uint8, torch.float32, torch.float16, torch.bfloat16)
 
 
 def _patch_size(p) -> int:
-    """``p`` as a positive Python int (a NumPy or torch integer is fine; a float or bool is not)."""
-    if isinstance(p, bool):
-        raise TypeError(f"patch_size must be a positive int, got {p!r}")
-    try:
-        p = operator.index(p)
-    except TypeError:
-        raise TypeError(f"patch_size must be a positive int, got {p!r} ({type(p).__name__})") from None
-    if p <= 0:
-        raise ValueError(f"patch_size must be a positive int, got {p}")
-    return p
+    return positive_int(p, "patch_size")
 
 
 def patchify(x: torch.Tensor, p: int, channels_last: bool = False) -> torch.Tensor:
