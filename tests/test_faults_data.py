@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from micronbert.data.annotations import label_of, load_annotations, readable_rows
+from micronbert.data.annotations import label_of, load_annotations
 from micronbert.data.faces import cached_face_box
 from micronbert.data.io import DataError, read_frames, read_image, read_video, write_video
 from micronbert.data.pairs import MAX_FAILED_DRAWS, PairLoader, find_clips
@@ -228,16 +228,22 @@ def test_missing_emotion_is_not_a_class_nan(tmp_path):
     assert t.attrs["report"].counts == {"skipped row": 1}
 
 
-def test_synth_video_set_is_what_evaluate_reads(tmp_path):
-    root = write_synthetic_dataset(str(tmp_path / "v"), n_subjects=1, clips_per_class=1, video=True,
-                                   progress=False)
-    t = load_annotations("synthetic", root)
-    assert len(t) == 4 and all(p.endswith(".mp4") for p in t.path)
+def test_synth_video_set_is_what_evaluate_reads(tmp_path, capsys):
+    from micronbert.cli import main
+    data = str(tmp_path / "v")
+    assert main(["synth", "--out", data, "--video", "--subjects", "2", "--clips-per-class", "1"]) == 0
+    t = load_annotations("synthetic", data)
+    assert len(t) == 8 and all(p.endswith(".mp4") for p in t.path)
     assert t.attrs["report"].counts == {}
-    frames = readable_rows(t, "skip", DataReport())
-    assert len(frames) == 4
     r = t.iloc[0]
     assert read_frames(r.path, [r.onset_index, r.apex_index]).shape[0] == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--data", data, "--dataset", "synthetic", "--out", str(tmp_path / "ev"),
+                 "--model", "micronbert_tiny", "--head-epochs", "2", "--on-error", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "[evaluate] data: nothing skipped or repaired"
+    saved = json.loads((tmp_path / "ev" / "loso.json").read_text())
+    assert saved["n_clips"] == 8 and saved["data_report"] == {"skipped": 0, "repaired": 0, "kinds": {}}
 
 
 def test_header_only_sheet_is_a_clear_error(tmp_path):
