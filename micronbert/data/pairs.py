@@ -169,7 +169,8 @@ class PairLoader:
             overlaps; None: when CUDA is available (never without CUDA).
 
     The batches, ``report`` and ``state_dict`` do not depend on ``workers`` or ``prefetch``:
-    they count the batches the consumer received, not those prepared ahead.
+    they count the batches the consumer received, not those prepared ahead (so do the
+    skips in ``data_report``; its face-cache repairs are counted when they are made).
     """
 
     def __init__(self, clips: Sequence[str], size: int, batch_size: int, patch_size: int = 8,
@@ -306,7 +307,7 @@ class PairLoader:
                            f"{len(errors)} consecutive draws failed ({len(self._bad)} of "
                            f"{len(self.clips)} clips unreadable so far)")
                     raise DataError(f"no readable sample for sample {index} of epoch {epoch}: {why}; "
-                                    f"first error: {errors[0]}") from e
+                                    f"first error: {errors[0]} (check that the clips decode)") from e
 
     def sample(self, epoch: int, index: int):
         """Decoded: (frame_t, frame_next, crop_rand, (clip, t, d))."""
