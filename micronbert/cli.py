@@ -99,7 +99,8 @@ def cmd_pretrain(args):
                 compile=args.compile, tensorboard=args.tensorboard)
     if rank == 0:
         print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
-                          "loader": loader.report | {"errors": loader.report["errors"][:5]}}))
+                          "loader": loader.report | {"errors": loader.report["errors"][:5]},
+                          "data_report": loader.data_report.as_dict()}))
     return rec
 
 
@@ -108,8 +109,11 @@ def cmd_evaluate(args):
     from .evaluate import evaluate
     model = _model_from(args)
     table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
-    res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs)
+    res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs,
+                   on_error=args.on_error)
     print(json.dumps({k: v for k, v in res.items() if k != "folds"}, indent=2))
+    from .data.report import DataReport
+    print(f"[{args.cmd}] " + DataReport.from_dict(res["data_report"]).line())
     return res
 
 
@@ -123,6 +127,10 @@ def cmd_visualize(args):
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(
         [read_frames(args.frame_a)[0], read_frames(args.frame_b)[0]])
+    if len(frames) < 2:
+        from .data.io import DataError
+        raise DataError(f"{args.clip}: {len(frames)} frame; visualize needs a clip of at least 2 "
+                        "frames (each frame's map is against the first)")
     x = resize_u8(torch.from_numpy(frames).permute(0, 3, 1, 2), size)
     ref = x[:1].expand(len(x) - 1, -1, -1, -1)
     maps = model.micro_motion_map(ref, x[1:])

@@ -16,8 +16,10 @@ def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None):
 
     frames: uint8 (B, 3, H, W); maps: (B, H, W) in [0, 1]; truth: bool (B, H, W) or None.
     """
-    plt = _plt()
     b = len(maps)
+    if b == 0:
+        raise ValueError("save_motion_maps needs at least one map (a pair of frames)")
+    plt = _plt()
     cols = 5 if truth is not None else 4
     fig, axes = plt.subplots(b, cols, figsize=(2.2 * cols, 2.2 * b), squeeze=False)
     for i in range(b):
