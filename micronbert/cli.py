@@ -92,6 +92,8 @@ def cmd_pretrain(args):
                   f"width {model.config.embed_dim}, depth {model.config.depth})", file=sys.stderr)
     else:
         model = _model_from(args)
+    if not args.no_memory_check:
+        _check_memory(args, model, world)
     loader = pretrain_loader(args, model.config, rank, world)
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
@@ -101,6 +103,24 @@ def cmd_pretrain(args):
         print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
                           "loader": loader.report | {"errors": loader.report["errors"][:5]}}))
     return rec
+
+
+def _check_memory(args, model, world):
+    """Refuse, before step 0, a pre-training step that cannot fit (micronbert/memory.py)."""
+    import torch
+
+    from .memory import available_bytes, check_fits
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    free, where = available_bytes(device)
+    if free is not None and not cuda and world > 1:  # the processes of a CPU run share it
+        free, where = free // world, f"{where} / {world} processes"
+    name = None if args.resume or args.overrides else args.model
+    try:
+        check_fits(model, args.batch, device, elem_bytes=2 if cuda and not args.no_bf16 else 4,
+                   model_name=name, available=free, where=where)
+    except MemoryError as e:
+        raise SystemExit(f"micronbert {e}")
 
 
 def cmd_evaluate(args):
@@ -262,6 +282,8 @@ def main(argv=None):
         _add_backend_flag(t)
         t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
         _add_train_flags(t)
+        t.add_argument("--no-memory-check", action="store_true",
+                       help="skip the estimate of a step's memory against the free memory")
 
     for name in ("evaluate", "finetune"):
         e = sub.add_parser(name, formatter_class=fmt,
