@@ -75,6 +75,16 @@ def cmd_synth(args):
     write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
                             size=args.size, fps=args.fps, seed=args.seed, video=args.video)
     print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/)")
+    print(_next_commands(args.out, "sub01/EP01_01" + (".mp4" if args.video else "")))
+
+
+def _next_commands(data, clip, run="runs/pt"):
+    """The commands that follow `micronbert synth` (they run on a 2-core CPU as printed)."""
+    return ("[synth] next: pre-train on it, evaluate (LOSO) and look at the maps:\n"
+            f"  micronbert pretrain --data {data} --out {run} --model micronbert_tiny --batch 8 --steps 200\n"
+            f"  micronbert evaluate --data {data} --checkpoint {run}/last.pt --out {run}/eval\n"
+            f"  micronbert visualize --checkpoint {run}/last.pt --clip {os.path.join(data, clip)} "
+            f"--out {run}/viz")
 
 
 def cmd_pretrain(args):
@@ -126,11 +136,48 @@ def _check_memory(args, model, world):
 def cmd_evaluate(args):
     from .data.annotations import load_annotations
     from .evaluate import evaluate
+    from .data.annotations import detect_dataset
+    if args.dataset is None:
+        args.dataset = detect_dataset(args.data)
+        print(f"[evaluate] {args.data}: the {args.dataset} layout (--dataset to choose another)",
+              file=sys.stderr)
     model = _model_from(args)
     table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    if not len(table) or not table["label"].notna().any():
+        raise SystemExit(f"micronbert evaluate: no clip of {args.data} has a class under "
+                         f"--dataset {args.dataset}" + (f" --class-map {args.class_map}" if args.class_map
+                                                        else "") + f" (emotions: "
+                         f"{sorted(set(table.get('emotion', [])))}); the folder looks like "
+                         f"--dataset {_layout_or_none(args.data)}, or pass --class-map own")
     res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs)
     print(json.dumps({k: v for k, v in res.items() if k != "folds"}, indent=2))
     return res
+
+
+def _clip_mask(clip, size):
+    """The motion mask of a clip of a `micronbert synth` folder (ROOT/masks/<subject>/<clip>.png
+    beside ROOT/<subject>/<clip>), resized to ``size``: (bool (1, H, W) or None, its path)."""
+    if not clip:
+        return None, None
+    import numpy as np
+    import torch
+    c = os.path.normpath(clip)
+    subj_dir, name = os.path.split(c)
+    root, subj = os.path.split(subj_dir)
+    path = os.path.join(root, "masks", subj, os.path.splitext(name)[0] + ".png")
+    if not os.path.isfile(path):
+        return None, path
+    from PIL import Image
+    m = Image.open(path).convert("L").resize(size[::-1], Image.NEAREST)
+    return torch.from_numpy(np.asarray(m) > 127)[None], path
+
+
+def _layout_or_none(root):
+    from .data.annotations import detect_dataset
+    try:
+        return detect_dataset(root)
+    except Exception:
+        return "(unknown)"
 
 
 def cmd_visualize(args):
@@ -149,7 +196,18 @@ def cmd_visualize(args):
     os.makedirs(args.out, exist_ok=True)
     k = min(len(maps), 8)
     idx = np.linspace(0, len(maps) - 1, k).round().astype(int)
-    save_motion_maps(os.path.join(args.out, "motion_maps.png"), ref[idx], x[1:][idx], maps[idx])
+    truth, mask_path = _clip_mask(args.clip, size)
+    name = "/".join(os.path.normpath(args.clip).split(os.sep)[-2:]) if args.clip else \
+        f"{os.path.basename(args.frame_a)} -> {os.path.basename(args.frame_b)}"
+    save_motion_maps(
+        os.path.join(args.out, "motion_maps.png"), ref[idx], x[1:][idx], maps[idx],
+        None if truth is None else truth.expand(k, -1, -1),
+        title=f"{args.checkpoint or args.model + ' (untrained)'}: {name}, "
+              + (f"frame 1 vs frames {idx[0] + 2}..{idx[-1] + 2} of {len(x)}" if args.clip
+                 else "frame a vs frame b"),
+        row_labels=[f"frames 1 -> {i + 2}\n(d = {i + 1})" for i in idx],
+        no_truth="no ground-truth mask" if args.clip is None else f"no mask at\n{mask_path}",
+        truth_name="true motion (apex mask)")
     if args.clip and len(maps) > 1:
         from .data.io import write_video
         import matplotlib.cm as cm
@@ -172,7 +230,7 @@ def demo(args) -> dict:
     from .data.synthetic import face_images, write_pretraining_corpus, write_synthetic_dataset
     from .evaluate import evaluate
     from .train import train
-    from .viz import save_curves, save_motion_maps
+    from .viz import read_log, save_curves, save_motion_maps
 
     t_start = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -208,8 +266,12 @@ def demo(args) -> dict:
     k = min(6, len(on))
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
-                           f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})")
-    save_curves(os.path.join(args.out, "loss.png"), records)
+                           f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})",
+                     row_labels=[f"{r.subject} {r.clip}\n{r.emotion}\nframes {r.onset} -> {r.apex}"
+                                 f"\n(d = {r.apex - r.onset})" for r in test_table[:k].itertuples()])
+    save_curves(os.path.join(args.out, "loss.png"),
+                read_log(os.path.join(args.out, "pretrain", "log.jsonl")),
+                title=f"{args.model}: pre-training losses")
     from .data import normalize
     from .maps import map_diagnostics
     diagnostics = map_diagnostics(model, normalize(on), normalize(ap), truth)
@@ -291,8 +353,9 @@ def main(argv=None):
                                 "features" + (" (today the same as evaluate: a linear probe, not "
                                               "end-to-end fine-tuning)" if name == "finetune" else ""))
         e.add_argument("--data", required=True, help="dataset root")
-        e.add_argument("--dataset", default="casme2", choices=datasets,
-                       help="annotation layout (synthetic: what `micronbert synth` writes)")
+        e.add_argument("--dataset", default=None, choices=datasets,
+                       help="annotation layout (synthetic: what `micronbert synth` writes); "
+                            "default: detected from the folder's sheet or folders")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--model", default="micronbert_s8", choices=models,
