@@ -348,10 +348,10 @@ def main(argv=None):
                        help="skip the estimate of a step's memory against the free memory")
 
     for name in ("evaluate", "finetune"):
-        e = sub.add_parser(name, formatter_class=fmt,
-                           help="LOSO evaluation: a linear head per fold on frozen encoder + DMA "
-                                "features" + (" (today the same as evaluate: a linear probe, not "
-                                              "end-to-end fine-tuning)" if name == "finetune" else ""))
+        what = ("LOSO evaluation: a linear head per fold on frozen encoder + DMA features"
+                + (" (today the same as evaluate: a linear probe, not end-to-end fine-tuning)"
+                   if name == "finetune" else ""))
+        e = sub.add_parser(name, formatter_class=fmt, help=what, description=what)
         e.add_argument("--data", required=True, help="dataset root")
         e.add_argument("--dataset", default=None, choices=datasets,
                        help="annotation layout (synthetic: what `micronbert synth` writes); "
