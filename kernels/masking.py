@@ -1,4 +1,4 @@
-"""Swap-mask generators for blockwise swapping (docs/method.md, "Blockwise swapping").
+"""Swap-mask generators for blockwise swapping (docs/method.md §2, docs/kernels.md "Masks").
 
 A swap mask is a bool tensor (B, N) over the patch grid (gh, gw), row-major (``grid`` is
 that grid, (gh, gw) or its side: ``(H // patch, W // patch)``, not N; a grid of more than

@@ -1,4 +1,4 @@
-"""Blockwise swapping (DESIGN §1.2, §3): build the swapped frame I_{t/s}.
+"""Blockwise swapping (docs/method.md §2, docs/kernels.md): build the swapped frame I_{t/s}.
 
 ``blockwise_swap_patches(frame_a, frame_b, mask, p)`` returns the patchified
 swapped frame, patch ``n`` taken from ``frame_b`` where ``mask[:, n]`` and from

@@ -110,9 +110,19 @@ def cmd_pretrain(args):
                 ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
                 compile=args.compile, tensorboard=args.tensorboard)
     if rank == 0:
+        _save_loss_curves(args.out)
         print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
                           "loader": loader.report | {"errors": loader.report["errors"][:5]}}))
     return rec
+
+
+def _save_loss_curves(out):
+    """OUT/loss.png from OUT/log.jsonl (every logged loss), when matplotlib is installed."""
+    try:
+        from .viz import read_log, save_curves
+        save_curves(os.path.join(out, "loss.png"), read_log(os.path.join(out, "log.jsonl")))
+    except ModuleNotFoundError as e:
+        print(f"[pretrain] no loss.png: {e.name} is not installed", file=sys.stderr)
 
 
 def _check_memory(args, model, world):
@@ -336,7 +346,7 @@ def main(argv=None):
     for name in ("pretrain",):
         t = sub.add_parser(name, formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
         t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
-        t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt)")
+        t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt, loss.png)")
         t.add_argument("--model", default="micronbert_s8", choices=models,
                        help="named config (with --resume: the file's own config)")
         t.add_argument("--overrides", default=None, help="JSON of config overrides")

@@ -34,6 +34,7 @@ def test_synth_pretrain_evaluate_visualize_commands(tmp_path, capsys, monkeypatc
                  "--config", str(conf), "--steps", "3"]) == 0
     lines = (run / "log.jsonl").read_text().splitlines()
     assert len(lines) == 3  # the flag won over the config file
+    assert (run / "loss.png").stat().st_size > 0
     # resume without repeating --model (the default is micronbert_s8): the file's config is used
     assert main(["pretrain", "--data", str(data), "--out", str(run), "--resume", str(run / "last.pt"),
                  "--config", str(conf), "--steps", "4", "--backend", "reference"]) == 0
