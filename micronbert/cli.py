@@ -330,7 +330,7 @@ def main(argv=None):
     d.add_argument("--model", default="micronbert_tiny", choices=models,
                    help="named config: micronbert_tiny (the paper's method) or our variant "
                         "micronbert_tiny_nullkey")
-    d.add_argument("--overrides", default=None, help="JSON of model config overrides (default none)")
+    d.add_argument("--overrides", default=None, help="JSON of model config overrides, e.g. {\"lambda_diag\": 1.0}")
     _add_backend_flag(d)
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
 
