@@ -106,7 +106,7 @@ def check_fits(model, batch: int, device, elem_bytes: int = 4, model_name: str =
         acc = -(-batch // fit) if fit >= 1 else None
         hints = [f"--batch {-(-batch // acc)} --accum {acc} (the same {batch} pairs per step)"
                  if acc else "a smaller --batch"]
-        if model_name != "micronbert_tiny":
+        if model_name and model_name != "micronbert_tiny":
             hints.append("--model micronbert_tiny (64 px, for CPUs)")
         raise MemoryError(
             f"pretrain: a step of {model_name or 'this model'} at --batch {batch} needs about "
