@@ -69,3 +69,12 @@ def test_visualize_titles_checkpoint_clip_frames_and_shows_the_mask(tmp_path, mo
     grid = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
     assert len(grid[4].images) == 1  # the synth set's mask
     assert grid[0].get_ylabel().startswith("frames 1 -> ")
+
+
+def test_confusion_matrix_names_axes_classes_and_counts(tmp_path):
+    from micronbert.viz import save_confusion
+    m = np.array([[3, 1], [0, 4]])
+    ax = save_confusion(tmp_path / "c.png", m, ["happy", "sad"], title="LOSO").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("predicted", "true", "LOSO")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["happy", "sad"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0", "1", "3", "4"]
