@@ -144,24 +144,30 @@ def _check_memory(args, model, world):
 
 
 def cmd_evaluate(args):
-    from .data.annotations import load_annotations
     from .evaluate import evaluate
-    from .data.annotations import detect_dataset
-    if args.dataset is None:
-        args.dataset = detect_dataset(args.data)
-        print(f"[evaluate] {args.data}: the {args.dataset} layout (--dataset to choose another)",
-              file=sys.stderr)
+    table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     model = _model_from(args)
-    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
-    if not len(table) or not table["label"].notna().any():
-        raise SystemExit(f"micronbert evaluate: no clip of {args.data} has a class under "
-                         f"--dataset {args.dataset}" + (f" --class-map {args.class_map}" if args.class_map
-                                                        else "") + f" (emotions: "
-                         f"{sorted(set(table.get('emotion', [])))}); the folder looks like "
-                         f"--dataset {_layout_or_none(args.data)}, or pass --class-map own")
     res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs)
     print(json.dumps({k: v for k, v in res.items() if k != "folds"}, indent=2))
     return res
+
+
+def _annotation_table(args):
+    """The table of ``--data``: its layout detected when ``--dataset`` is not given; an error
+    naming the layout the folder looks like when no clip keeps a class."""
+    from .data.annotations import detect_dataset, load_annotations
+    if args.dataset is None:
+        args.dataset = detect_dataset(args.data)
+        print(f"[{args.cmd}] {args.data}: the {args.dataset} layout (--dataset to choose another)",
+              file=sys.stderr)
+    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    if not len(table) or not table["label"].notna().any():
+        chosen = f"--dataset {args.dataset}" + (f" --class-map {args.class_map}" if args.class_map else "")
+        emotions = sorted(set(table["emotion"])) if "emotion" in table else []
+        raise SystemExit(f"micronbert {args.cmd}: no clip of {args.data} has a class under {chosen} "
+                         f"(its emotions: {emotions}); the folder looks like --dataset "
+                         f"{_layout_or_none(args.data)}, or pass --class-map own")
+    return table
 
 
 def _clip_mask(clip, size):
