@@ -69,7 +69,7 @@ def test_a_token_count_given_as_the_grid_is_refused_at_once():
     with pytest.raises(ValueError, match="not the number of patches"):
         generate_swap_mask("block", 2, (1000, 1000))
     assert time.perf_counter() - t < 1.0
-    assert block_swap_mask(1, (256, 256), generator=torch.Generator().manual_seed(0)).shape == (1, 65536)
+    assert random_swap_mask(1, (256, 256)).shape == (1, 65536)  # the largest grid still taken
 
 
 def test_a_mask_of_another_grid_names_the_image_grid():
