@@ -79,11 +79,13 @@ def cmd_synth(args):
 
 
 def _next_commands(data, clip, run="runs/pt"):
-    """The commands that follow `micronbert synth` (they run on a 2-core CPU as printed)."""
+    """The commands that follow `micronbert synth` (they run on a 2-core CPU as printed), with
+    the command as it was called (``.venv/bin/micronbert`` stays so)."""
+    mb = sys.argv[0] if os.path.basename(sys.argv[0]) == "micronbert" else "micronbert"
     return ("[synth] next: pre-train on it, evaluate (LOSO) and look at the maps:\n"
-            f"  micronbert pretrain --data {data} --out {run} --model micronbert_tiny --batch 8 --steps 200\n"
-            f"  micronbert evaluate --data {data} --checkpoint {run}/last.pt --out {run}/eval\n"
-            f"  micronbert visualize --checkpoint {run}/last.pt --clip {os.path.join(data, clip)} "
+            f"  {mb} pretrain --data {data} --out {run} --model micronbert_tiny --batch 8 --steps 200\n"
+            f"  {mb} evaluate --data {data} --checkpoint {run}/last.pt --out {run}/eval\n"
+            f"  {mb} visualize --checkpoint {run}/last.pt --clip {os.path.join(data, clip)} "
             f"--out {run}/viz")
 
 
