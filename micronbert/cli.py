@@ -315,9 +315,19 @@ def demo(args) -> dict:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (required flags, None,
+    off switches)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv=None):
     from .config import CONFIGS
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     p = argparse.ArgumentParser(prog="micronbert", description="μ-BERT with fused kernels",
                                 formatter_class=fmt)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -372,8 +382,8 @@ def main(argv=None):
         e = sub.add_parser(name, formatter_class=fmt, help=what, description=what)
         e.add_argument("--data", required=True, help="dataset root")
         e.add_argument("--dataset", default=None, choices=datasets,
-                       help="annotation layout (synthetic: what `micronbert synth` writes); "
-                            "default: detected from the folder's sheet or folders")
+                       help="annotation layout (synthetic: what `micronbert synth` writes) "
+                            "(default: detected from the folder's sheet or folders)")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--model", default="micronbert_s8", choices=models,

@@ -88,7 +88,7 @@ def test_help_lists_commands_models_and_defaults(capsys):
 
 def test_help_documents_on_error_finetune_and_memory_check(capsys):
     import pytest
-    for cmd, words in (("evaluate", ("unreadable clip or sheet row", "default: detected")),
+    for cmd, words in (("evaluate", ("unreadable clip or sheet row", "(default: detected", "--data DATA dataset root --dataset")),
                        ("finetune", ("a linear probe, not end",)),
                        ("pretrain", ("--no-memory-check", "(default: 50)"))):
         with pytest.raises(SystemExit):
