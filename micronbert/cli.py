@@ -137,7 +137,7 @@ def _check_memory(args, model, world):
     free, where = available_bytes(device)
     if free is not None and not cuda and world > 1:  # the processes of a CPU run share it
         free, where = free // world, f"{where} / {world} processes"
-    name = None if args.resume or args.overrides else args.model
+    name = None if args.resume or args.checkpoint or args.overrides else args.model
     try:
         check_fits(model, args.batch, device, elem_bytes=2 if cuda and not args.no_bf16 else 4,
                    model_name=name, available=free, where=where)
