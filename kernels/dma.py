@@ -1,4 +1,4 @@
-"""Diagonal Micro-Attention (DMA), DESIGN §1.3 and §3.
+"""Diagonal Micro-Attention (DMA), docs/method.md §3, docs/kernels.md.
 
 Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
 

@@ -1,4 +1,4 @@
-"""Blockwise swapping (DESIGN §1.2, §3): build the swapped frame I_{t/s}.
+"""Blockwise swapping (docs/method.md §2, docs/kernels.md): build the swapped frame I_{t/s}.
 
 ``blockwise_swap_patches(frame_a, frame_b, mask, p)`` returns the patchified
 swapped frame, patch ``n`` taken from ``frame_b`` where ``mask[:, n]`` and from
@@ -76,7 +76,9 @@ def _check(frame_a, frame_b, mask, p, channels_last):
         raise TypeError(f"mask must be a bool tensor (B, N), got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
     if tuple(mask.shape) != (b, n):
-        raise ValueError(f"mask must have shape (B, N)=({b}, {n}), got {tuple(mask.shape)}")
+        raise ValueError(f"mask must have shape (B, N)=({b}, {n}), got {tuple(mask.shape)}: "
+                         f"build it over this image's patch grid, e.g. block_swap_mask({b}, "
+                         f"({hh // p}, {ww // p}))")
     if mask.device != frame_a.device:
         raise ValueError(f"mask is on {mask.device}, frames on {frame_a.device}")
     return b, c, hh, ww, n, p

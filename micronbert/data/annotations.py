@@ -292,9 +292,36 @@ def load_casme3(root: str, class_map: str = "casme3_7", on_error: str = "raise")
 LOADERS = {"casme2": load_casme2, "samm": load_samm, "smic": load_smic, "casme3": load_casme3}
 
 
+# the file that marks each layout (detect_dataset), most specific first
+LAYOUT_MARKERS = (
+    ("synthetic", "CASME2-coding-synthetic.xlsx", "`micronbert synth`'s sheet"),
+    ("casme2", "CASME2-coding-*.xlsx", "CASME II's sheet"),
+    ("samm", "SAMM_Micro_FACS_Codes*.xlsx", "SAMM's sheet"),
+    ("smic", os.path.join("s*", "micro", "*", "*"), "SMIC's s*/micro/<class>/<clip> folders"),
+    ("casme3", "*.xlsx", "a sheet with CAS(ME)^3's columns (Subject, Filename, Onset, Apex, "
+                         "Offset, emotion)"),
+)
+
+
+def detect_dataset(root: str) -> str:
+    """The annotation layout of a dataset folder, from the files that mark each one
+    (``LAYOUT_MARKERS``); a DataError naming what was looked for when none is there."""
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: no such folder")
+    for name, pattern, _ in LAYOUT_MARKERS:
+        if glob.glob(os.path.join(root, pattern)):
+            return name
+    looked = "; ".join(f"{n}: {what} ({p})" for n, p, what in LAYOUT_MARKERS)
+    raise DataError(f"{root}: not a known dataset layout (looked for {looked}); pass --dataset "
+                    f"and check the folder is the dataset's root")
+
+
 def load_annotations(dataset: str, root: str, class_map: Optional[str] = None, on_error="raise"):
     """One table for a dataset: subject, clip, path, onset, apex, offset, emotion, label
-    (+ onset/apex indices, frame count, and the repairs made in ``fixes``)."""
+    (+ onset/apex indices, frame count, and the repairs made in ``fixes``).
+    ``dataset=None`` detects the layout (``detect_dataset``)."""
+    if dataset is None:
+        dataset = detect_dataset(root)
     if dataset == "synthetic":
         return load_casme2(root, class_map or "own", on_error)
     if dataset not in LOADERS:
