@@ -46,8 +46,33 @@ LOCK = ".lock"
 
 
 # ------------------------------------------------------------------ folders
+def _first_missing(folder: str) -> Optional[str]:
+    """The outermost folder of ``folder``'s path that does not exist yet (None: it exists)."""
+    folder, missing = os.path.abspath(folder), None
+    while not os.path.exists(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
+
+
+def _remove_empty(folder: str, up_to: Optional[str]) -> None:
+    """Remove ``folder`` and its parents up to ``up_to`` (included) while they are empty."""
+    if up_to is None:
+        return
+    folder = os.path.abspath(folder)
+    while True:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+        if folder == up_to or len(folder) <= len(up_to):
+            return
+        folder = os.path.dirname(folder)
+
+
 def check_writable(folder: str, flag: str = "--out") -> None:
-    """Make ``folder`` and write (then remove) a probe file in it; fail with one line if not."""
+    """Write (then remove) a probe file in ``folder``; fail with one line if that cannot be
+    done. Folders made for the probe are removed again (the command makes them when it writes)."""
+    made = _first_missing(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
@@ -56,6 +81,8 @@ def check_writable(folder: str, flag: str = "--out") -> None:
     except OSError as e:
         raise RunError(f"{flag} {folder}: the output folder is not writable ({e.strerror or e}); "
                        f"choose another {flag} or make it writable") from e
+    finally:
+        _remove_empty(folder, made)
 
 
 def holds_run(folder: str) -> List[str]:
@@ -152,7 +179,13 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
         yield None
         return
     check_writable(folder)
-    lock = RunLock(folder).acquire()
+    made = _first_missing(folder)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        lock = RunLock(folder).acquire()
+    except BaseException:
+        _remove_empty(folder, made)
+        raise
     old_term = None
     try:
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
@@ -179,6 +212,7 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         lock.release()
+        _remove_empty(folder, made)  # a run refused before it wrote anything leaves no folder
 
 
 def run_folder(args):
