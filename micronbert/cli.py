@@ -179,13 +179,21 @@ def _annotation_table(args):
     """The table of ``--data``: its layout detected when ``--dataset`` is not given; an error
     naming the layout the folder looks like when no clip keeps a class."""
     from .data.annotations import detect_dataset, load_annotations
+    from .data.io import DataError
     if args.dataset is None:
         args.dataset = detect_dataset(args.data)
         print(f"[{args.cmd}] {args.data}: the {args.dataset} layout (--dataset to choose another)",
               file=sys.stderr)
-    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    chosen = f"--dataset {args.dataset}" + (f" --class-map {args.class_map}" if args.class_map else "")
+    try:
+        table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    except DataError as e:  # e.g. a class map that keeps no row: name the layout it looks like
+        layout = _layout_or_none(args.data)
+        if layout in ("(unknown)", args.dataset):
+            raise
+        raise SystemExit(f"micronbert {args.cmd}: {e}. With {chosen}; the folder looks like "
+                         f"--dataset {layout}") from e
     if not len(table) or not table["label"].notna().any():
-        chosen = f"--dataset {args.dataset}" + (f" --class-map {args.class_map}" if args.class_map else "")
         emotions = sorted(set(table["emotion"])) if "emotion" in table else []
         raise SystemExit(f"micronbert {args.cmd}: no clip of {args.data} has a class under {chosen} "
                          f"(its emotions: {emotions}); the folder looks like --dataset "
