@@ -270,19 +270,13 @@ def _long_interval(entry, onset, apex, offset, kind):
                 apex=idx[1], offset=idx[2], kind=kind, fps=entry["fps"], fixes="; ".join(fixes))
 
 
-def _long_table(rows, videos, sheet, on_error):
-    import pandas as pd
-    out, skipped = [], []
-    for rownum, make in rows:
-        try:
-            out.append(make())
-        except DataError as e:
-            if on_error == "raise":
-                raise DataError(f"{sheet} row {rownum}: {e}") from e
-            skipped.append(f"row {rownum}: {e}")
+def _long_table(rows, sheet, on_error):
+    """``_table`` for intervals: the same raise/skip handling, the interval columns."""
     cols = ["subject", "video", "path", "onset", "apex", "offset", "kind", "fps", "fixes"]
-    table = pd.DataFrame(out, columns=cols)
-    table.attrs.update(skipped=skipped, videos=videos, sheet=sheet)
+    table = _table(rows, sheet, None, on_error, own_classes=["micro", "macro"])
+    if table.empty:
+        table = table.reindex(columns=cols)
+    table.attrs.update(videos=[], sheet=sheet)
     return table
 
 
@@ -339,7 +333,7 @@ def load_samm_long(root: str, on_error: str = "raise", fps: Optional[float] = No
         name = "_".join(str(r["Filename"]).strip().split("_")[:2])
         return _long_interval(entry_of(name), r["Onset"], r["Apex"], r["Offset"], _samm_kind(r["Type"]))
     rows = [(head[0] + 2 + i, lambda r=r: make(r)) for i, (_, r) in enumerate(df.iterrows())]
-    table = _long_table(rows, [], sheet, on_error)
+    table = _long_table(rows, sheet, on_error)
     bad = []
     for name in videos:  # every video of the set is spotted, with or without expressions
         try:
@@ -422,7 +416,7 @@ def load_casme2_long(root: str, on_error: str = "raise"):
         row = _long_interval(entry_of(_as_int(r[0]), str(r[1]).strip()), r[2], r[3], r[4], t[:5])
         row["fixes"] = "; ".join(x for x in [row["fixes"]] + fixes_global if x)
         return row
-    table = _long_table([(i + 1, lambda r=r: make(r)) for i, r in main.iterrows()], [], sheet, on_error)
+    table = _long_table([(i + 1, lambda r=r: make(r)) for i, r in main.iterrows()], sheet, on_error)
     table.attrs["videos"] = [entries[k] for k in sorted(entries)]
     return table
 
