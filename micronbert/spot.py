@@ -5,7 +5,8 @@ Per frame t, a motion score from a pair (frame t - k, frame t) of face crops:
 - ``ModelScorer``: μ-BERT's DMA micro-motion map ``1 - D / max(D)`` (DESIGN §1.3) of the
   pair, weighted by the PoI scores S of frame t: ``sum_i S_i (1 - D_i / max D)``;
 - ``FlowScorer``: an MDMD-style optical-flow score (MEGC 2020's baseline method): Farneback
-  flow of the pair with the median (head) motion removed, per block of a 6x6 grid the mean
+  flow of the pair with the head's motion removed (global shift by phase correlation, then
+  the median flow), per block of a 6x6 grid the mean
   magnitude of the vectors in the block's main direction (8 bins), the mean of the top
   third of the blocks.
 
@@ -151,8 +152,16 @@ class FlowScorer:
         import cv2
         ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
         gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
+        # head motion: the global shift (phase correlation) undone before the flow, then
+        # the median of what is left; in flat regions the flow is 0 either way
+        win = cv2.createHanningWindow(ga.shape[::-1], cv2.CV_32F)
+        (sx, sy), _ = cv2.phaseCorrelate(ga.astype(np.float32), gb.astype(np.float32), win)
+        gb = cv2.warpAffine(gb, np.float32([[1, 0, -sx], [0, 1, -sy]]), gb.shape[::-1],
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        flow -= np.median(flow.reshape(-1, 2), axis=0)  # global (head) motion
+        flow -= np.median(flow.reshape(-1, 2), axis=0)
+        m = max(1, flow.shape[0] // 12)  # the crop's edge: new content when the head moves
+        flow = flow[m:-m, m:-m]
         mag = np.hypot(flow[..., 0], flow[..., 1])
         ang = (np.arctan2(flow[..., 1], flow[..., 0]) + 2 * np.pi) % (2 * np.pi)
         bins = np.minimum((ang / (2 * np.pi / self.bins)).astype(int), self.bins - 1)

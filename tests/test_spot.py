@@ -192,3 +192,17 @@ def test_spot_truncated_video_is_one_clear_error(tmp_path):
         spot_one(str(p), str(tmp_path / "o"), None, fps=10, method="flow", progress=False)
     with pytest.raises(SystemExit):
         main(["spot", "--out", str(tmp_path / "o")])  # neither --video nor --data
+
+
+def test_flow_score_ignores_head_translation_not_local_motion():
+    from micronbert.data.synthetic import face_images, warp_region
+    from micronbert.spot import FlowScorer
+    big = face_images(120)[0].float()
+    face, shifted = big[:, 4:116, 4:116], big[:, 2:114, 2:114]        # the whole head moves 2 px
+    local, _ = warp_region(face, (80, 40), (-2.0, -2.0), 7.0)          # a mouth corner moves 2 px
+    u8 = lambda x: x.clamp(0, 255).round().to(torch.uint8)[None]  # noqa: E731
+    sc = FlowScorer(112)
+    still = sc(u8(face), u8(face))[0][0]
+    head = sc(u8(face), u8(shifted))[0][0]
+    mouth = sc(u8(face), u8(local))[0][0]
+    assert mouth > 3 * max(head, still, 1e-3), (still, head, mouth)
