@@ -297,7 +297,7 @@ def main(argv=None):
     sp.add_argument("--video", default=None, help="one video file or frame folder")
     sp.add_argument("--data", default=None, help="a long-video set (with --dataset)")
     sp.add_argument("--dataset", default="synthetic_long",
-                    choices=("samm_long", "casme2_long", "synthetic_long"),
+                    choices=("samm_long", "casme2_long", "casme3_long", "synthetic_long"),
                     help="annotation layout of --data (synthetic_long: `synth --long`)")
     sp.add_argument("--out", required=True, help="output folder")
     sp.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")

@@ -137,6 +137,23 @@ def test_casme2_long_adapter(tmp_path):
     assert t.attrs["videos"][0]["fps"] == 30.0
 
 
+def test_casme3_long_adapter(tmp_path):
+    _frames(tmp_path / "spNO.1" / "a" / "color", [f"{i}.jpg" for i in range(1, 61)])
+    with pd.ExcelWriter(tmp_path / "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx") as w:
+        pd.DataFrame({"Subject": ["spNO.1", "spNO.2"], "Filename": ["a", "b"], "Onset": [5, 1],
+                      "Apex": [8, 2], "Offset": [12, 3], "AU": ["4", "1"], "Objective class": [1, 1],
+                      "emotion": ["others", "others"]}).to_excel(w, sheet_name="label", index=False)
+    pd.DataFrame({"sub": ["spNO.1"], "seq": ["a"], "onset": [20], "apex": [30], "offset": [50],
+                  "emotion": ["happy"]}).to_excel(tmp_path / "cas(me)3_part_A_MaE_label_JpgIndex_v2_emotion.xlsx",
+                                                  index=False)
+    with pytest.raises(DataError, match=r"row 3 of cas\(me\)3_part_A_ME_label_JpgIndex_v2.xlsx: no frame folder"):
+        load_long_annotations("casme3_long", str(tmp_path))
+    t = load_long_annotations("casme3_long", str(tmp_path), on_error="skip")
+    assert list(zip(t.video, t.onset, t.apex, t.offset, t.kind)) == [("spNO.1_a", 4, 7, 11, "micro"),
+                                                                      ("spNO.1_a", 19, 29, 49, "macro")]
+    assert len(t.attrs["skipped"]) == 1
+
+
 # ------------------------------------------------------------------ the spotter
 def test_flow_baseline_finds_an_inserted_interval(tmp_path):
     from micronbert.data.io import write_video
@@ -149,7 +166,7 @@ def test_flow_baseline_finds_an_inserted_interval(tmp_path):
     write_video(frames, str(tmp_path / "v.mp4"), fps=fps)
     gt = [dict(onset=e.onset, apex=e.apex, offset=e.offset, kind=e.kind) for e in ev]
     res = spot_one(str(tmp_path / "v.mp4"), str(tmp_path / "out"), None, fps=fps, method="flow",
-                   gt=gt, progress=False)
+                   gt=gt, flow_size=64, progress=False)
     assert res["megc"]["mdmd_flow"]["overall"]["tp"] >= 1, res["intervals"]
     for f in ("intervals.csv", "intervals.json", "scores.csv", "score.png", "spot.json"):
         assert os.path.isfile(tmp_path / "out" / f)
@@ -158,7 +175,7 @@ def test_flow_baseline_finds_an_inserted_interval(tmp_path):
 def test_spot_cli_end_to_end(tmp_path):
     data, out = tmp_path / "long", tmp_path / "spot"
     assert main(["synth", "--long", "--out", str(data), "--subjects", "2", "--videos-per-subject", "1",
-                 "--seconds", "4", "--fps", "15", "--size", "64", "--nuisance", "low"]) == 0
+                 "--seconds", "4", "--fps", "12", "--size", "64", "--nuisance", "low"]) == 0
     res = main(["spot", "--data", str(data), "--dataset", "synthetic_long", "--out", str(out),
                 "--model", "micronbert_tiny", "--backend", "torch", "--batch", "16"])
     assert res == 0
@@ -173,11 +190,11 @@ def test_spot_cli_end_to_end(tmp_path):
         for f in ("intervals.csv", "intervals.json", "intervals_mdmd_flow.csv", "score.png"):
             assert os.path.isfile(out / "videos" / v / f)
     one = tmp_path / "one"
-    assert main(["spot", "--video", str(data / "SAMM_longvideos" / "001_1"), "--fps", "15", "--out",
+    assert main(["spot", "--video", str(data / "SAMM_longvideos" / "001_1"), "--fps", "12", "--out",
                  str(one), "--model", "micronbert_tiny", "--backend", "torch", "--method", "model",
                  "--mp4"]) == 0
     got = json.load(open(one / "intervals.json"))
-    assert got["fps"] == 15 and isinstance(got["intervals"], list)
+    assert got["fps"] == 12 and isinstance(got["intervals"], list)
     assert os.path.getsize(one / "spot_map.mp4") > 0 and os.path.isfile(one / "score.png")
 
 

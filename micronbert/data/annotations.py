@@ -222,7 +222,7 @@ def load_annotations(dataset: str, root: str, class_map: Optional[str] = None, o
 # One table of ground-truth intervals (subject, video, path, onset, apex, offset as 0-based
 # frame indices, kind "micro"/"macro", fixes) and the list of videos of the set; frame
 # numbers of the sheets are mapped to indices through the frame files' own numbers.
-LONG_DATASETS = ("samm_long", "casme2_long", "synthetic_long")
+LONG_DATASETS = ("samm_long", "casme2_long", "casme3_long", "synthetic_long")
 SAMM_LONG_FPS = 200.0
 CASME2_LONG_FPS = 30.0
 
@@ -421,15 +421,56 @@ def load_casme2_long(root: str, on_error: str = "raise"):
     return table
 
 
+def load_casme3_long(root: str, on_error: str = "raise"):
+    """CAS(ME)^3 Part A for spotting: the micro-expression sheet
+    ``cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx`` (sheet ``label`` when present: Subject,
+    Filename, Onset, Apex, Offset, ...) and, when present, the macro-expression sheet
+    ``cas(me)3_part_A_MaE_label_JpgIndex_v2*.xlsx`` (sub, seq, onset, apex, offset, ...);
+    frame numbers are the JPEG indices of ``spNO.1/a/color/12.jpg``; 30 fps."""
+    import pandas as pd
+    me = _find_sheet(root, "*_ME_label*.xlsx")
+    mae = sorted(glob.glob(os.path.join(root, "*_MaE_label*.xlsx")))
+    entries = {}
+
+    def entry_of(subj, seq):
+        folder = os.path.join(root, subj, seq, "color")
+        folder = folder if os.path.isdir(folder) else os.path.join(root, subj, seq)
+        if not os.path.isdir(folder):
+            raise DataError(f"no frame folder {folder}")
+        if folder not in entries:
+            entries[folder] = _long_video_entry(subj, f"{subj}_{seq}", folder, CASME2_LONG_FPS)
+        return entries[folder]
+
+    rows = []
+    for sheet, kind, cols in ((me, "micro", ("Subject", "Filename", "Onset", "Apex", "Offset")),
+                              *((m, "macro", ("sub", "seq", "onset", "apex", "offset")) for m in mae[:1])):
+        try:
+            names = pd.ExcelFile(sheet).sheet_names
+        except Exception as e:
+            raise DataError(f"{sheet}: unreadable sheet ({type(e).__name__}: {e})") from e
+        df = _read_sheet(sheet, sheet_name="label" if "label" in names else 0)
+        _need(df, list(cols), sheet)
+
+        def make(r, cols=cols, kind=kind):
+            return _long_interval(entry_of(str(r[cols[0]]).strip(), str(r[cols[1]]).strip()),
+                                  r[cols[2]], r[cols[3]], r[cols[4]], kind)
+        rows += [(f"{i + 2} of {os.path.basename(sheet)}", lambda r=r, make=make: make(r))
+                 for i, r in df.iterrows()]
+    table = _long_table(rows, me, on_error)
+    if not mae:
+        table.attrs["skipped"].append(f"{root}: no *_MaE_label*.xlsx sheet: macro-expressions not scored")
+    table.attrs["videos"] = [entries[k] for k in sorted(entries)]
+    return table
+
+
 def load_long_annotations(dataset: str, root: str, on_error: str = "raise"):
     """Ground-truth intervals of a long-video set (``LONG_DATASETS``); the videos to spot
     are in ``table.attrs["videos"]``, unusable rows (with ``on_error="skip"``) in
     ``table.attrs["skipped"]``, the repairs per row in the ``fixes`` column."""
     loaders = {"samm_long": load_samm_long, "synthetic_long": load_synthetic_long,
-               "casme2_long": load_casme2_long}
+               "casme2_long": load_casme2_long, "casme3_long": load_casme3_long}
     if dataset not in loaders:
-        raise ValueError(f"unknown long-video dataset {dataset!r}; known: {sorted(loaders)} "
-                         f"(casme3_long: not yet)")
+        raise ValueError(f"unknown long-video dataset {dataset!r}; known: {sorted(loaders)}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     return loaders[dataset](root, on_error=on_error)
