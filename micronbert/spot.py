@@ -28,7 +28,6 @@ precision, recall and F1 for micro, macro and overall (counts summed) over the s
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -186,10 +185,10 @@ class FlowScorer:
 # ------------------------------------------------------------------ streaming
 def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
                 batch: int = 64, face: bool = True, keep_maps: Optional[str] = None,
-                progress: bool = True, n_frames: Optional[int] = None) -> dict:
+                progress: bool = True, n_frames: Optional[int] = None, max_kept: int = 9000) -> dict:
     """Pair scores d(t) (frame t - k vs t; NaN for t < k) of every scorer, the video decoded
     once, in chunks of ``window`` frames with one face box each. ``keep_maps`` names a
-    scorer whose later crops and patch maps are kept (for the MP4)."""
+    scorer whose later crops and patch maps are kept (for the MP4; the first ``max_kept``)."""
     from tqdm import tqdm
     if window < 1 or batch < 1:
         raise ValueError(f"window and batch must be >= 1 (got {window}, {batch})")
@@ -197,7 +196,7 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
     if total <= k:
         raise DataError(f"{path}: {total} frames, not more than the pair distance k={k}")
     scores = {n: np.full(total, np.nan) for n in scorers}
-    kept = {"crops": [], "maps": []}
+    kept = {"crops": [], "maps": [], "n": 0}
     boxes, faces_found, tail, t0 = [], 0, None, 0
     box = None
     bar = tqdm(total=total, unit="frame", desc=os.path.basename(path.rstrip("/")),
@@ -221,9 +220,10 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
                 e = min(s + batch, len(allf))
                 val, maps = sc(crops[s - k:e - k], crops[s:e])
                 scores[name][t0 - prev + s:t0 - prev + e] = val
-                if keep_maps == name and maps is not None:
-                    kept["crops"].append(crops[s:e])
+                if keep_maps == name and maps is not None and kept["n"] < max_kept:
+                    kept["crops"].append(crops[s:e].clone())
                     kept["maps"].append(maps.float())
+                    kept["n"] += e - s
         tail = allf[-k:]
         t0 += len(arr)
         bar.update(len(arr))
