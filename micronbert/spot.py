@@ -595,7 +595,8 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
                            "each matched once; counts summed over the set",
                "default_p": fixed, "loso_p": loso,
                "face_found_fraction": float(np.mean(faces)) if faces else 0.0,
-               "skipped": skipped, "fixes": [f"{r.video} {r.onset}: {r.fixes}"
+               "skipped": skipped, "data_report": table.attrs["report"].as_dict() if "report" in table.attrs else None,
+               "fixes": [f"{r.video} {r.onset}: {r.fixes}"
                                              for r in table.itertuples() if r.fixes],
                "seconds": round(time.time() - t_start, 1)}
     os.makedirs(out, exist_ok=True)
