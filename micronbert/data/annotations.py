@@ -157,12 +157,10 @@ def _clip_row(subject, clip, folder, onset, apex, offset, emotion):
                 emotion=emotion, fixes="; ".join(t for _, t in fixes), _fixes=fixes)
 
 
-def _table(records, sheet, class_map, on_error):
-    """Build the table from (row number, thunk) records. Every skipped row (``on_error=
-    "skip"``), repair and row the class map leaves out is counted and named in
-    ``table.attrs["report"]`` (a DataReport); "raise" stops at the first bad row.
-    ``class_map="own"`` numbers the emotions of the rows in sorted order."""
-    import pandas as pd
+def _read_rows(records, sheet, on_error, name_key):
+    """Rows from (row number, thunk) records: "raise" stops at the first bad row naming it;
+    "skip" drops it and lists it; skips and each row's ``_fixes`` (kind, text) are counted
+    in a DataReport. Returns (rows, skipped, report); each row gets its sheet ``row``."""
     report = DataReport()
     rows, skipped = [], []
     for rownum, make in records:
@@ -175,9 +173,19 @@ def _table(records, sheet, class_map, on_error):
             report.add("skipped row", f"row {rownum}: {e}")
             continue
         for kind, text in row.pop("_fixes"):
-            report.add(kind, f"row {rownum} ({row['clip']}): {text}")
+            report.add(kind, f"row {rownum} ({row[name_key]}): {text}")
         row["row"] = rownum
         rows.append(row)
+    return rows, skipped, report
+
+
+def _table(records, sheet, class_map, on_error):
+    """Build the table from (row number, thunk) records. Every skipped row (``on_error=
+    "skip"``), repair and row the class map leaves out is counted and named in
+    ``table.attrs["report"]`` (a DataReport); "raise" stops at the first bad row.
+    ``class_map="own"`` numbers the emotions of the rows in sorted order."""
+    import pandas as pd
+    rows, skipped, report = _read_rows(records, sheet, on_error, "clip")
     if not rows:
         raise DataError(f"{sheet}: no readable rows" + (
             f": all {len(skipped)} skipped (first: {skipped[0]})" if skipped else " (an empty sheet?)"))
@@ -405,21 +413,8 @@ def _long_table(rows, sheet, on_error):
     lists it in ``table.attrs["skipped"]``; skips and repairs are counted in
     ``table.attrs["report"]`` (a DataReport)."""
     import pandas as pd
-    report = DataReport()
-    out, skipped = [], []
-    for rownum, make in rows:
-        try:
-            row = make()
-        except DataError as e:
-            if on_error == "raise":
-                raise DataError(f"{sheet} row {rownum}: {e} (--on-error skip drops such rows)") from e
-            skipped.append(f"row {rownum}: {e}")
-            report.add("skipped row", f"row {rownum}: {e}")
-            continue
-        for kind, text in row.pop("_fixes"):
-            report.add(kind, f"row {rownum} ({row['video']}): {text}")
-        out.append(row)
-    cols = ["subject", "video", "path", "onset", "apex", "offset", "kind", "fps", "fixes"]
+    out, skipped, report = _read_rows(rows, sheet, on_error, "video")
+    cols = ["subject", "video", "path", "onset", "apex", "offset", "kind", "fps", "fixes", "row"]
     table = pd.DataFrame(out, columns=cols)
     table.attrs.update(skipped=skipped, report=report, videos=[], sheet=sheet)
     return table
