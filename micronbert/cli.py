@@ -99,6 +99,14 @@ def _next_commands(data, clip, run="runs/pt"):
 
 
 def cmd_spot(args):
+    from .data.io import DataError
+    try:
+        return _spot(args)
+    except DataError as e:  # a bad video or sheet row: one line naming it
+        raise SystemExit(f"micronbert spot: {e}") from e
+
+
+def _spot(args):
     from .spot import SpotParams, format_table, spot_dataset, spot_one
     model = None
     if args.method != "flow":

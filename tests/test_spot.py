@@ -207,6 +207,8 @@ def test_spot_truncated_video_is_one_clear_error(tmp_path):
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="v.mp4"):
         spot_one(str(p), str(tmp_path / "o"), None, fps=10, method="flow", progress=False)
+    with pytest.raises(SystemExit, match=r"micronbert spot: .*v.mp4"):
+        main(["spot", "--video", str(p), "--out", str(tmp_path / "o"), "--method", "flow"])
     with pytest.raises(SystemExit):
         main(["spot", "--out", str(tmp_path / "o")])  # neither --video nor --data
 
