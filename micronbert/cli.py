@@ -86,6 +86,15 @@ def _add_train_flags(p):
 
 
 def cmd_synth(args):
+    if args.long:
+        from .data.synthetic_long import write_synthetic_long
+        write_synthetic_long(args.out, n_subjects=args.subjects, videos_per_subject=args.videos_per_subject,
+                             seconds=args.seconds, fps=args.fps, size=args.size or 128,
+                             nuisance=args.nuisance, seed=args.seed, video=args.video)
+        print(f"[synth] wrote {args.out} (SAMM Long Videos layout, sheet "
+              f"SAMM_LongVideos_synthetic.xlsx; spot it with --dataset synthetic_long)")
+        return
+    args.size = args.size or 64
     from .data.synthetic import write_synthetic_dataset
     write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
                             size=args.size, fps=args.fps, seed=args.seed, video=args.video)
@@ -102,6 +111,38 @@ def _next_commands(data, clip, run="runs/pt"):
             f"  {mb} evaluate --data {data} --checkpoint {run}/last.pt --out {run}/eval\n"
             f"  {mb} visualize --checkpoint {run}/last.pt --clip {os.path.join(data, clip)} "
             f"--out {run}/viz")
+
+
+def cmd_spot(args):
+    from .data.io import DataError
+    try:
+        return _spot(args)
+    except DataError as e:  # a bad video or sheet row: one line naming it
+        raise SystemExit(f"micronbert spot: {e}") from e
+
+
+def _spot(args):
+    from .spot import SpotParams, format_table, spot_dataset, spot_one
+    model = None
+    if args.method != "flow":
+        model = _model_from(args)
+        if not args.checkpoint:
+            print(f"[spot] no --checkpoint: {args.model} with untrained weights", file=sys.stderr)
+    kw = {k: v for k, v in (("k", args.k), ("p", args.p)) if v is not None}
+    if args.video:
+        res = spot_one(args.video, args.out, model, fps=args.fps, method=args.method,
+                       params=SpotParams(args.fps, **kw), batch=args.batch, flow_size=args.flow_size,
+                       mp4=args.mp4)
+        print(json.dumps({n: len(v) for n, v in res["intervals"].items()} |
+                         {"frames_per_s": round(res["frames_per_s"], 1)}))
+        print(f"[spot] wrote {args.out}: intervals.csv/json, scores.csv, score.png"
+              + (", spot_map.mp4" if args.mp4 else ""))
+        return res
+    res = spot_dataset(args.dataset, args.data, args.out, model, method=args.method,
+                       on_error=args.on_error, params_kw=kw, batch=args.batch, flow_size=args.flow_size)
+    print(format_table(res))
+    print(f"[spot] wrote {args.out}: spot_results.json, spot_f1.png, videos/<video>/")
+    return res
 
 
 def cmd_pretrain(args):
@@ -397,10 +438,44 @@ def main(argv=None):
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--subjects", type=int, default=8, help="subjects (faces, at most 101)")
     s.add_argument("--clips-per-class", type=int, default=3, help="clips per class and subject")
-    s.add_argument("--size", type=int, default=64, help="frame size in pixels")
+    s.add_argument("--size", type=int, default=None, help="frame size in pixels (64; --long: 128)")
     s.add_argument("--fps", type=int, default=30, help="frame rate (the expression lasts <= 0.5 s)")
     s.add_argument("--video", action="store_true", help="write H.264 videos instead of JPEG folders")
     s.add_argument("--seed", type=int, default=0, help="seed")
+    s.add_argument("--long", action="store_true",
+                   help="long videos for spotting (SAMM Long Videos layout and sheet) with nuisance "
+                        "and micro/macro-expressions at known frames")
+    s.add_argument("--seconds", type=float, default=30.0, help="--long: seconds per video")
+    s.add_argument("--videos-per-subject", type=int, default=2, help="--long: videos per subject")
+    s.add_argument("--nuisance", default="medium", choices=("none", "low", "medium", "high"),
+                   help="--long: head drift, blinks, illumination, noise, compression")
+
+    sp = sub.add_parser("spot", formatter_class=fmt,
+                        help="spot micro/macro-expressions in long videos (MEGC protocol, with an "
+                             "optical-flow baseline)")
+    sp.add_argument("--video", default=None, help="one video file or frame folder")
+    sp.add_argument("--data", default=None, help="a long-video set (with --dataset)")
+    sp.add_argument("--dataset", default="synthetic_long",
+                    choices=("samm_long", "casme2_long", "casme3_long", "synthetic_long"),
+                    help="annotation layout of --data (synthetic_long: `synth --long`)")
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
+    sp.add_argument("--model", default="micronbert_s8", choices=models,
+                    help="named config (without --checkpoint)")
+    sp.add_argument("--overrides", default=None, help="JSON of config overrides")
+    _add_backend_flag(sp)
+    sp.add_argument("--method", default="both", choices=("both", "model", "flow"),
+                    help="the model's score, the MDMD-style optical-flow baseline, or both")
+    sp.add_argument("--fps", type=float, default=30.0, help="--video: its frame rate")
+    sp.add_argument("--k", type=int, default=None, help="pair distance in frames (default 0.15 s)")
+    sp.add_argument("--p", type=float, default=None,
+                    help="threshold mean + p (max - mean) per video (default 0.3; --data also "
+                         "reports p fitted leave-one-subject-out)")
+    sp.add_argument("--batch", type=int, default=64, help="pairs per model batch")
+    sp.add_argument("--flow-size", type=int, default=112, help="face crop size of the flow baseline")
+    sp.add_argument("--mp4", action="store_true", help="--video: an MP4 of the map over the face")
+    sp.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                    help="unreadable video or sheet row: stop naming it, or skip and list it")
 
     for name in ("pretrain",):
         t = sub.add_parser(name, formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
@@ -463,11 +538,13 @@ def main(argv=None):
         if getattr(args, "warmup", 0) > getattr(args, "steps", 1 << 60):  # cosine_lr caps it
             print(f"[{args.cmd}] --warmup {args.warmup} is longer than --steps {args.steps}: "
                   f"capped at {args.steps}", file=sys.stderr)
+        if args.cmd == "spot" and bool(args.video) == bool(args.data):
+            raise runs.UsageError("spot needs --video V, or --data DIR with --dataset")
         if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
             raise runs.UsageError("visualize needs --clip, or --frame-a and --frame-b")
         runs.check_writable(args.out)  # every command has --out: fail now, not after the work
         run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
-               "finetune": cmd_evaluate, "visualize": cmd_visualize}[args.cmd]
+               "finetune": cmd_evaluate, "visualize": cmd_visualize, "spot": cmd_spot}[args.cmd]
         with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files
             run(args)
     except KeyboardInterrupt:

@@ -320,7 +320,9 @@ def settings_diff(saved: Dict, now: Dict, free=()) -> List[str]:
 
 # ------------------------------------------------------------------ flags
 _POSITIVE_INT = ("steps", "batch", "accum", "ckpt_every", "keep", "samples_per_epoch", "head_epochs",
-                 "fps", "size", "subjects", "clips_per_class", "held_out", "workers", "corpus_clips")
+                 "size", "subjects", "clips_per_class", "held_out", "workers", "corpus_clips",
+                 "videos_per_subject", "k", "flow_size")
+_POSITIVE_NUMBER = ("fps", "seconds")  # int or float flags
 _NONNEG_INT = ("warmup", "prefetch", "corpus_faces")
 _NONNEG_FLOAT = ("min_lr", "weight_decay")
 
@@ -342,6 +344,11 @@ def check_flags(args) -> None:
         low = 1 if k in _POSITIVE_INT else 0
         if not isint(v) or v < low:
             raise UsageError(f"{_flag(k)} {v!r}: must be an integer >= {low}")
+    for k in _POSITIVE_NUMBER:
+        v = getattr(args, k, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v) or v <= 0):
+            raise UsageError(f"{_flag(k)} {v!r}: must be a number > 0")
     for k in _NONNEG_FLOAT + ("lr", "ema"):
         v = getattr(args, k, None)
         if v is None:
