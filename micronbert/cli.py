@@ -73,8 +73,10 @@ def _add_train_flags(p):
 def cmd_synth(args):
     from .data.synthetic import write_synthetic_dataset
     write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
-                            size=args.size, fps=args.fps, seed=args.seed, video=args.video)
-    print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/)")
+                            size=args.size, fps=args.fps, seed=args.seed, video=args.video,
+                            nuisance=args.nuisance)
+    print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/"
+          + (f", nuisance {args.nuisance}: nuisance.json" if args.nuisance != "none" else "") + ")")
 
 
 def cmd_pretrain(args):
@@ -249,6 +251,10 @@ def main(argv=None):
     s.add_argument("--size", type=int, default=64, help="frame size in pixels")
     s.add_argument("--fps", type=int, default=30, help="frame rate (the expression lasts <= 0.5 s)")
     s.add_argument("--video", action="store_true", help="write H.264 videos instead of JPEG folders")
+    s.add_argument("--nuisance", choices=("none", "low", "medium", "high"), default="none",
+                   help="head motion, light, blur, noise and compression (JPEG quality; H.264 CRF "
+                        "with --video), amplitudes 0.5-3 px and a no_motion class "
+                        "(micronbert.data.synthetic.NUISANCE); none: the clean set")
     s.add_argument("--seed", type=int, default=0, help="seed")
 
     for name in ("pretrain",):
