@@ -99,7 +99,7 @@ class Nuisance:
 
     shift px, rotate degrees, scale (fraction): rigid head motion about the image centre;
     gain (fraction), offset (grey levels), gradient (fraction across the face): light;
-    blur: Gaussian sigma px (varies along the clip); noise: sensor noise sigma, grey levels;
+    blur: Gaussian sigma px (0.5-1 times this, varying along the clip); noise: sensor noise sigma, grey levels;
     jpeg: quality of the stored frames (frame folders); crf: H.264 quality (``video``);
     chroma: JPEG/H.264 chroma subsampling ("444" or "420");
     amplitude: (min, max) px of the micro-motion at the apex, drawn uniformly per clip;
@@ -234,7 +234,7 @@ def synthetic_clip(face: torch.Tensor, cls, g: torch.Generator, n_frames: int = 
     ty, tx = _path(gn, n_frames, nz.shift), _path(gn, n_frames, nz.shift)
     rot, scl = _path(gn, n_frames, nz.rotate), _path(gn, n_frames, nz.scale)
     gain, off, grad = _path(gn, n_frames, nz.gain), _path(gn, n_frames, nz.offset), _path(gn, n_frames, nz.gradient)
-    blur = nz.blur * (0.5 + _path(gn, n_frames, 0.5))  # 0 .. blur
+    blur = nz.blur * (0.75 + _path(gn, n_frames, 0.25))  # 0.5 .. 1 blur
     light = 2 * math.pi * float(torch.rand(1, generator=gn))
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     ramp = math.sin(light) * ys + math.cos(light) * xs  # direction of the light gradient
