@@ -16,7 +16,8 @@ Budgets (steps, subjects, clips per class, held-out, corpus faces x clips):
          (about 4 minutes a level on a quiet 2-core CPU: about 16 minutes for the four levels)
 
 Writes bench/results/<device>/evidence/evidence.{csv,md,png} (one row per level, seed and
-method; LOSO of the pixel difference and optical flow where `evaluate` scores baselines).
+method; LOSO of the pixel difference and optical flow where `evaluate` scores baselines) and
+evidence_by_amplitude.{csv,md} (map ROC-AUC of the held-out clips by micro-motion amplitude).
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def main(argv=None):
 
     os.environ.setdefault("MICRONBERT_BENCH_OUT", os.path.join(
         RESULTS, device_name("cpu").replace(" ", "_"), "evidence"))
-    rows = []
+    rows, by_amp = [], []
     for lv in a.levels:
         for seed in a.seeds:
             out = os.path.join(a.work, f"{a.budget}-{lv}-seed{seed}")
@@ -93,7 +94,13 @@ def main(argv=None):
                 rows.append({"nuisance": lv, "seed": seed, "budget": a.budget, **r,
                              "loso_chance_uf1": res["loso"].get("chance_uf1"),
                              "steps": res["pretrain"]["steps"], "seconds": res["seconds"]})
+            for r in res["map_diagnostics"]:
+                for group, auc in r.get("by_group", {}).items():
+                    by_amp.append({"nuisance": lv, "seed": seed, "budget": a.budget, "method": r["map"],
+                                   "amplitude": group, "map_auc": auc})
     write_table("evidence", rows, "cpu", plot=plot(rows))
+    if by_amp:  # the amplitude sweep (levels above none write it)
+        write_table("evidence_by_amplitude", by_amp, "cpu")
     return rows
 
 

@@ -202,10 +202,11 @@ def demo(args) -> dict:
     on, ap, maps, truth, auc1, auc_still = _held_out_maps(model, test_table, os.path.join(data, "masks"))
     k = min(6, len(on))
     from .evidence import loso_parts, write_comparison
-    from .maps import location_prior, map_diagnostics, map_summary
+    from .maps import amplitude_groups, location_prior, map_diagnostics, map_summary
     prior = location_prior(table[~table.subject.isin(held)], os.path.join(data, "masks"),
                            model.config.img_size)
-    diagnostics = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior)
+    diagnostics = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior,
+                                  groups=amplitude_groups(test_table, data))
     summary = map_summary(diagnostics)
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "

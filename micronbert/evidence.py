@@ -18,8 +18,9 @@ def loso_parts(res: dict):
 
 def comparison_rows(results: dict) -> list:
     """Rows (method, map_auc, map_control, loso_accuracy, loso_uf1, loso_uar) from the
-    demo's ``results.json`` dict (``loso``: the model's metrics and ``baselines``); None where a method has no such number (the location
-    prior has no LOSO; baselines without a LOSO run)."""
+    demo's ``results.json`` dict (``loso``: the model's metrics and ``baselines``); None
+    where a method has no such number (the location prior has no LOSO; baselines without a
+    LOSO run)."""
     diag = {r["key"]: r for r in results.get("map_diagnostics", [])}
     loso = results.get("loso", {})
     rows = []

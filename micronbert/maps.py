@@ -90,7 +90,7 @@ MAP_NAMES = {"model": "model (DMA map)", "untrained": "untrained model (same see
 
 
 @torch.no_grad()
-def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None):
+def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, groups=None):
     """ROC-AUC against ``truth`` (B, H, W) of the model's micro-motion map of the frames
     ``onset`` -> ``apex`` (uint8, or normalised float; B, 3, H, W) and of the maps beside
     it, all on the patch grid and upsampled alike (``micro_motion_map``), pooled over clips:
@@ -102,17 +102,27 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None):
 
     Each map is also scored on a pair without motion, (apex, apex), as a control: a map that
     answers to the motion itself scores about 0.5 there; what it scores above 0.5 is a prior
-    (position, texture). Returns a list of dicts: key, map, roc_auc, control_no_motion."""
+    (position, texture). Returns a list of dicts: key, map, roc_auc, control_no_motion, and
+    with ``groups`` ({name: bool (B,) clips}, e.g. ``amplitude_groups``) ``by_group``: the
+    ROC-AUC of the map on each group's clips alone."""
     model.eval()
     cfg = model.config
     gh, gw = cfg.grid
     p = cfg.patch_size
     y = truth.numpy()
 
-    def score(patch_map):  # (B, N) -> upsampled like micro_motion_map
+    def upsample(patch_map):  # (B, N) -> (B, H, W) like micro_motion_map
         m = F.interpolate(patch_map.float().reshape(-1, 1, gh, gw), size=cfg.img_size,
                           mode="bilinear", align_corners=False)
-        return roc_auc(m[:, 0].expand(len(y), -1, -1).numpy(), y)
+        return m[:, 0].expand(len(y), -1, -1).numpy()
+
+    def score(patch_map):
+        return roc_auc(upsample(patch_map), y)
+
+    def by_group(patch_map):
+        m = upsample(patch_map)
+        out = {name: roc_auc(m[np.asarray(sel)], y[np.asarray(sel)]) for name, sel in groups.items()}
+        return {name: (None if np.isnan(v) else v) for name, v in out.items()}  # None: no clip
 
     enc = {id(x): model.encode(x)[1] for x in (onset, apex)}  # tokens, each set encoded once
     flow_mag = lambda x, z: patch_pool(farneback_flow(x, z).norm(dim=1), p)  # noqa: E731
@@ -128,8 +138,32 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None):
         probes["untrained"] = lambda x, z: untrained.motion_profile(untrained.micro_attention(x, z)[1])
     if prior is not None:
         probes["location_prior"] = lambda x, z: patch_pool(prior[None], p)
-    return [{"key": k, "map": MAP_NAMES[k], "roc_auc": score(probes[k](onset, apex)),
-             "control_no_motion": score(probes[k](apex, apex))} for k in MAP_NAMES if k in probes]
+    rows = []
+    for k in (k for k in MAP_NAMES if k in probes):
+        m = probes[k](onset, apex)
+        rows.append({"key": k, "map": MAP_NAMES[k], "roc_auc": score(m),
+                     "control_no_motion": score(probes[k](apex, apex))})
+        if groups:
+            rows[-1]["by_group"] = by_group(m)
+    return rows
+
+
+def amplitude_groups(table, root, bins=((0.0, 1.0), (1.0, 2.0), (2.0, 3.01))) -> dict:
+    """{"a-b px": bool (K,)} of the clips of ``table`` by the micro-motion amplitude that
+    ``synth --nuisance`` wrote in the sheet of ``root`` (column Amplitude); {} without it.
+    Clips without micro-motion (amplitude 0) are in no group."""
+    import glob
+
+    import pandas as pd
+    sheets = glob.glob(os.path.join(root, "CASME2-coding-*.xlsx"))
+    if not sheets:
+        return {}
+    df = pd.read_excel(sheets[0])
+    if "Amplitude" not in df:
+        return {}
+    amp = {(f"sub{int(r.Subject):02d}", str(r.Filename)): float(r.Amplitude) for r in df.itertuples()}
+    a = np.array([amp.get((r.subject, r.clip), 0.0) for r in table.itertuples()])
+    return {f"{lo:g}-{min(hi, 3):g} px": (a > 0) & (a >= lo) & (a < hi) for lo, hi in bins}
 
 
 def map_summary(rows) -> dict:

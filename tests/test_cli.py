@@ -18,6 +18,9 @@ def test_demo_runs_end_to_end(tmp_path):
     for k in ("untrained", "pixel_difference", "optical_flow", "location_prior", "no_motion_control"):
         assert 0 <= res["map_baselines"][k] <= 1, k
     assert res["map_baselines"]["no_motion_control"] == res["map_auc_no_motion_control"]
+    for r in res["map_diagnostics"]:  # the amplitude sweep: map AUC by amplitude of the micro-motion
+        assert list(r["by_group"]) == ["0-1 px", "1-2 px", "2-3 px"]
+        assert all(v is None or 0 <= v <= 1 for v in r["by_group"].values())
     # 2 labeled subjects' clips (4 classes + no_motion) + the corpus
     assert res["pretrain"]["clips"] == 2 * 5 + 2 * 2
     for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects"):

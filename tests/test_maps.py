@@ -6,7 +6,7 @@ import torch
 from micronbert import create_model
 from micronbert.data.annotations import load_annotations
 from micronbert.data.synthetic import write_synthetic_dataset
-from micronbert.maps import (MAP_NAMES, location_prior, map_diagnostics, map_summary, null_key_probe,
+from micronbert.maps import (MAP_NAMES, amplitude_groups, location_prior, map_diagnostics, map_summary, null_key_probe,
                              onset_apex_masks, roc_auc)
 
 
@@ -37,9 +37,14 @@ def test_map_diagnostics_on_synthetic_clips(tmp_path):
     # head motion and the rest: the subtraction loses most of its lead
     noisy = write_synthetic_dataset(str(tmp_path / "m"), n_subjects=2, clips_per_class=1, progress=False,
                                     nuisance="medium")
-    on, ap, truth = onset_apex_masks(load_annotations("synthetic", noisy), os.path.join(noisy, "masks"), (64, 64))
-    pix = {r["key"]: r for r in map_diagnostics(model, on, ap, truth)}["pixel_difference"]["roc_auc"]
-    assert pix < by["pixel_difference"]["roc_auc"] - 0.1
+    t = load_annotations("synthetic", noisy)
+    on, ap, truth = onset_apex_masks(t, os.path.join(noisy, "masks"), (64, 64))
+    groups = amplitude_groups(t, noisy)
+    assert amplitude_groups(table, data) == {}  # the clean set has no amplitude column
+    assert sum(g.sum() for g in groups.values()) == (t.emotion != "no_motion").sum() == 8
+    pix = {r["key"]: r for r in map_diagnostics(model, on, ap, truth, groups=groups)}["pixel_difference"]
+    assert pix["roc_auc"] < by["pixel_difference"]["roc_auc"] - 0.1
+    assert list(pix["by_group"]) == list(groups)
 
 
 def test_null_key_probe_flags_only_changed_tokens():

@@ -69,7 +69,8 @@ def test_noise_level_blur_light_and_jpeg_quality(tmp_path):
     errs = {}
     for q in (97, 50):
         nz = dataclasses.replace(ONLY, jpeg=q, chroma="420" if q < 90 else "444")
-        _write_clip(str(tmp_path / str(q)), "s", "c", clean.round().to(torch.uint8), torch.zeros(64, 64, dtype=torch.bool), 30, False, nz)
+        _write_clip(str(tmp_path / str(q)), "s", "c", clean.round().to(torch.uint8),
+                    torch.zeros(64, 64, dtype=torch.bool), 30, False, nz)
         back = np.asarray(Image.open(tmp_path / str(q) / "s" / "c" / "img1.jpg")).astype(float)
         errs[q] = np.abs(back - clean[0].permute(1, 2, 0).numpy()).mean()
     assert errs[50] > 2 * errs[97]
