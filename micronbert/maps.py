@@ -85,7 +85,8 @@ def location_prior(table, masks_root, size) -> torch.Tensor:
 # the maps scored beside the model's, in the order of the tables
 MAP_NAMES = {"model": "model (DMA map)", "untrained": "untrained model (same seed)",
              "pixel_difference": "pixel difference", "optical_flow": "optical flow (Farneback)",
-             "location_prior": "location prior (mean training mask)", "token_change": "token change",
+             "location_prior": "location prior (mean training mask)",
+             "pixel_cosine": "1 - cos of pixel patches", "token_change": "token change",
              "null_key_probe": "null-key probe on the tokens"}
 
 
@@ -97,8 +98,9 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
 
     model (``micro_motion_map``), the ``untrained`` model (if given), the pixel difference
     and the Farneback flow magnitude per patch (no model), the location ``prior`` (H, W; if
-    given: the mean training mask, no pixels), and two read-outs of the model's encoder:
-    token change 1 - cos(t_onset_i, t_apex_i) and ``null_key_probe``.
+    given: the mean training mask, no pixels), 1 - cos of the (normalised) pixel patches, and
+    two read-outs of the model's encoder: token change 1 - cos(t_onset_i, t_apex_i) and
+    ``null_key_probe``.
 
     Each map is also scored on a pair without motion, (apex, apex), as a control: a map that
     answers to the motion itself scores about 0.5 there; what it scores above 0.5 is a prior
@@ -130,6 +132,7 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
         "model": lambda x, z: model.motion_profile(model.micro_attention(x, z)[1]),
         "pixel_difference": lambda x, z: patch_pool(pixel_difference(x, z), p),
         "optical_flow": flow_mag,
+        "pixel_cosine": lambda x, z: 1 - F.cosine_similarity(model.patchify(x), model.patchify(z), dim=-1),
         "token_change": lambda x, z: 1 - F.cosine_similarity(enc[id(x)], enc[id(z)], dim=-1),
         "null_key_probe": lambda x, z: null_key_probe(enc[id(z)], enc[id(x)]),
     }

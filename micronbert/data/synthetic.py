@@ -94,12 +94,14 @@ NO_MOTION = "no_motion"  # the class of clips without micro-motion (nuisance lev
 
 @dataclass(frozen=True)
 class Nuisance:
-    """What one nuisance level does to a clip of a 64 px face. Head motion and illumination
-    follow a smooth path over the clip (``_path``): each reaches up to its value here.
+    """What one nuisance level does to a clip of a 64 px face (px stay px at other sizes).
+    Head motion, light and blur follow a smooth path over the clip (``_path``): each reaches
+    up to its value here.
 
     shift px, rotate degrees, scale (fraction): rigid head motion about the image centre;
     gain (fraction), offset (grey levels), gradient (fraction across the face): light;
-    blur: Gaussian sigma px (0.5-1 times this, varying along the clip); noise: sensor noise sigma, grey levels;
+    blur: Gaussian sigma px (0.5-1 times this, varying along the clip);
+    noise: sensor noise sigma, grey levels;
     jpeg: quality of the stored frames (frame folders); crf: H.264 quality (``video``);
     chroma: JPEG/H.264 chroma subsampling ("444" or "420");
     amplitude: (min, max) px of the micro-motion at the apex, drawn uniformly per clip;
