@@ -126,3 +126,16 @@ def test_write_nuisance_set_has_no_motion_class_and_amplitudes(tmp_path):
     amp = pd.read_excel(tmp_path / "d" / "CASME2-coding-synthetic.xlsx")["Amplitude"]
     assert ((amp == 0) == (pd.read_excel(tmp_path / "d" / "CASME2-coding-synthetic.xlsx")["Estimated Emotion"]
                            == NO_MOTION)).all()
+
+
+def test_video_nuisance_is_h264_420_at_the_level_crf(tmp_path):
+    import av
+
+    from micronbert.data.io import read_frames
+    root = write_synthetic_dataset(str(tmp_path / "v"), n_subjects=1, clips_per_class=1, progress=False,
+                                   nuisance="high", video=True)
+    path = os.path.join(root, "sub01", "EP05_01.mp4")
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"
+    assert read_frames(path).shape == (12, 64, 64, 3)
