@@ -13,7 +13,8 @@ Budgets (steps, subjects, clips per class, held-out, corpus faces x clips):
   tiny   3 steps,   3 subjects, 1 clip,  1 held out,  2 x 2   (checks the pipeline, numbers mean nothing)
   small  150 steps, 8 subjects, 2 clips, 2 held out, 16 x 4
   full   the demo's defaults: 600 steps, 8 subjects, 3 clips, 2 held out, 48 x 8
-         (about 4 minutes a level on a quiet 2-core CPU: about 16 minutes for the four levels)
+         (one medium level took 8.8 CPU-minutes (user + sys): about 5 minutes of wall time on
+         a quiet 2-core CPU, so about 20 minutes for the four levels; a GPU is not used)
 
 Writes bench/results/<device>/evidence/evidence.{csv,md,png} (one row per level, seed and
 method; LOSO of the pixel difference and optical flow where `evaluate` scores baselines) and
