@@ -2,7 +2,7 @@
 held-out clips (onset -> apex) against their ground-truth motion masks, by the one
 implementation the demo uses (micronbert.maps.map_diagnostics):
 
-  model                the model's micro-motion map 1 - D / max(D) (DESIGN §1.3);
+  model                the model's micro-motion map 1 - D / max(D) (docs/method.md §3);
   untrained model      the same config, untrained, seed 0;
   pixel difference     mean |I_apex - I_onset| per patch: no model;
   optical flow         Farneback flow magnitude per patch: no model;

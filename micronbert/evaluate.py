@@ -95,10 +95,17 @@ def loso(features, labels, subjects, n_classes, **head_kw):
     return preds, folds
 
 
-def evaluate(model, table, out_dir: str, classes: List[str], device="cpu", **head_kw) -> dict:
-    """LOSO on an annotation table; writes results.json, folds.csv and confusion.png."""
+def evaluate(model, table, out_dir: str, classes: List[str], device="cpu", on_error: str = "raise",
+             **head_kw) -> dict:
+    """LOSO on an annotation table; writes results.json, folds.csv and confusion.png.
+    ``on_error="skip"``: clips whose frames do not decode are dropped; they and the sheet's
+    skips and repairs (``table.attrs["report"]``) are in the result's "data_report"."""
+    from .data.annotations import readable_rows
+    from .data.report import DataReport
     from .viz import save_confusion
+    report = DataReport().merge(table.attrs.get("report"))
     table = table[table["label"].notna()].reset_index(drop=True)
+    table = readable_rows(table, on_error, report)
     y = torch.tensor(table["label"].astype(int).values)
     n_classes = len(classes)
     feats = clip_features(model, table, device)
@@ -106,7 +113,7 @@ def evaluate(model, table, out_dir: str, classes: List[str], device="cpu", **hea
     res = metrics(y.numpy(), preds.numpy(), n_classes)
     res.update({"n_classes": n_classes, "n_subjects": int(table["subject"].nunique()),
                 "n_clips": len(table), "chance_uf1": 1.0 / n_classes, "classes": classes,
-                "folds": folds})
+                "folds": folds, "data_report": report.as_dict()})
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "loso.json"), "w") as f:
         json.dump(res, f, indent=2)
