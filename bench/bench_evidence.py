@@ -63,7 +63,7 @@ def plot(rows):
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
         axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
-        axes[1].legend(fontsize=7)
+        axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
