@@ -77,6 +77,8 @@ def _add_train_flags(p):
 
 
 def cmd_synth(args):
+    if args.nuisance is None:
+        args.nuisance = "medium" if args.long else "none"
     if args.long:
         from .data.synthetic_long import write_synthetic_long
         write_synthetic_long(args.out, n_subjects=args.subjects, videos_per_subject=args.videos_per_subject,
@@ -451,18 +453,18 @@ def main(argv=None):
     s.add_argument("--size", type=int, default=None, help="frame size in pixels (64; --long: 128)")
     s.add_argument("--fps", type=int, default=30, help="frame rate (the expression lasts <= 0.5 s)")
     s.add_argument("--video", action="store_true", help="write H.264 videos instead of JPEG folders")
-    s.add_argument("--nuisance", choices=("none", "low", "medium", "high"), default="none",
+    s.add_argument("--nuisance", choices=("none", "low", "medium", "high"), default=None,
                    help="head motion, light, blur, noise and compression (JPEG quality; H.264 CRF "
                         "with --video), amplitudes 0.5-3 px and a no_motion class "
-                        "(micronbert.data.synthetic.NUISANCE); none: the clean set")
+                        "(micronbert.data.synthetic.NUISANCE); none: the clean set. With --long: "
+                        "head drift, blinks, illumination, noise, compression "
+                        "(micronbert.data.synthetic_long.NUISANCE). Default: none; --long: medium")
     s.add_argument("--seed", type=int, default=0, help="seed")
     s.add_argument("--long", action="store_true",
                    help="long videos for spotting (SAMM Long Videos layout and sheet) with nuisance "
                         "and micro/macro-expressions at known frames")
     s.add_argument("--seconds", type=float, default=30.0, help="--long: seconds per video")
     s.add_argument("--videos-per-subject", type=int, default=2, help="--long: videos per subject")
-    s.add_argument("--nuisance", default="medium", choices=("none", "low", "medium", "high"),
-                   help="--long: head drift, blinks, illumination, noise, compression")
 
     sp = sub.add_parser("spot", formatter_class=fmt,
                         help="spot micro/macro-expressions in long videos (MEGC protocol, with an "
