@@ -1,19 +1,20 @@
-"""Where the micro-motion information is lost: ROC-AUC of several motion maps of the same
-held-out clips (onset -> apex) against their ground-truth motion masks.
+"""The model's micro-motion map beside its baselines: ROC-AUC of each map of the same
+held-out clips (onset -> apex) against their ground-truth motion masks, by the one
+implementation the demo uses (micronbert.maps.map_diagnostics):
 
-  pixel difference     mean |I_apex - I_onset| per patch: no model, the easy upper line;
+  model                the model's micro-motion map 1 - D / max(D) (docs/method.md §3);
+  untrained model      the same config, untrained, seed 0;
+  pixel difference     mean |I_apex - I_onset| per patch: no model;
+  optical flow         Farneback flow magnitude per patch: no model;
+  location prior       the training subjects' mean mask: no pixels at all;
   token change         1 - cos(t_onset_i, t_apex_i) of the encoder's patch tokens: what
                        the encoder carries to DMA;
-  DMA map              the model's micro-motion map 1 - D / max(D) (docs/method.md §3);
-  null-key probe        the diagonal of softmax_j over [300*cos(t_apex_i, t_onset_j)]_j plus
-                       one extra "null" logit 300*(1 - 0.003) per row, on the same tokens:
-                       an absolute match test instead of DMA's relative one
-                       (micronbert.maps.null_key_probe).
+  null-key probe       an absolute match test on the same tokens (micronbert.maps.null_key_probe).
 
 Each map is also scored on a pair without motion, (apex, apex), as a control: a map that
 answers to the motion itself scores about 0.5 there; what it scores above 0.5 is a prior
-(position, texture). Works on any synthetic set with masks (``micronbert synth`` or the
-demo's ``DIR/data``).
+(position, texture). Works on any synthetic set with masks (``micronbert synth
+[--nuisance ...]`` or the demo's ``DIR/data``).
 
     python bench/map_diagnostics.py --data runs/demo/data --checkpoint runs/demo/pretrain/last.pt
 
@@ -31,9 +32,8 @@ import torch  # noqa: E402
 
 from common import write_table  # noqa: E402
 from micronbert import create_model, load_checkpoint  # noqa: E402
-from micronbert.data import normalize  # noqa: E402
 from micronbert.data.annotations import load_annotations  # noqa: E402
-from micronbert.maps import map_diagnostics, onset_apex_masks  # noqa: E402
+from micronbert.maps import location_prior, map_diagnostics, onset_apex_masks  # noqa: E402
 
 
 def main(argv=None):
@@ -51,10 +51,14 @@ def main(argv=None):
     else:
         model = create_model(a.model, **json.loads(a.overrides or "{}"))
     model.eval()
+    torch.manual_seed(0)
+    untrained = type(model)(model.config)
     table = load_annotations("synthetic", a.data)
-    table = table[table.subject.isin(sorted(table.subject.unique())[-a.held_out:])]
-    on, ap, truth = onset_apex_masks(table, os.path.join(a.data, "masks"), model.config.img_size)
-    rows = map_diagnostics(model, normalize(on), normalize(ap), truth)
+    held = table.subject.isin(sorted(table.subject.unique())[-a.held_out:])
+    masks = os.path.join(a.data, "masks")
+    on, ap, truth = onset_apex_masks(table[held], masks, model.config.img_size)
+    prior = location_prior(table[~held], masks, model.config.img_size) if (~held).any() else None
+    rows = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior)
     for r in rows:
         r["checkpoint"] = a.checkpoint or f"untrained {a.model} {a.overrides or ''}".strip()
         r["clips"] = int(truth.shape[0])

@@ -41,6 +41,12 @@ def _held_out_maps(model, table, masks_root):
     return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy()), roc_auc(still.numpy(), truth.numpy())
 
 
+def _baselines_kw(evaluate) -> dict:
+    """``baselines=True`` where ``evaluate`` takes it (LOSO baselines on the same folds)."""
+    import inspect
+    return {"baselines": True} if "baselines" in inspect.signature(evaluate).parameters else {}
+
+
 def _add_backend_flag(p):
     p.add_argument("--backend", choices=("auto", "triton", "torch", "reference"), default="auto",
                    help="path of attention, DMA and the swap: auto = the fused Triton kernels on "
@@ -86,6 +92,8 @@ def _add_train_flags(p):
 
 
 def cmd_synth(args):
+    if args.nuisance is None:
+        args.nuisance = "medium" if args.long else "none"
     if args.long:
         from .data.synthetic_long import write_synthetic_long
         write_synthetic_long(args.out, n_subjects=args.subjects, videos_per_subject=args.videos_per_subject,
@@ -97,8 +105,10 @@ def cmd_synth(args):
     args.size = args.size or 64
     from .data.synthetic import write_synthetic_dataset
     write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
-                            size=args.size, fps=args.fps, seed=args.seed, video=args.video)
-    print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/)")
+                            size=args.size, fps=args.fps, seed=args.seed, video=args.video,
+                            nuisance=args.nuisance)
+    print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/"
+          + (f", nuisance {args.nuisance}: nuisance.json" if args.nuisance != "none" else "") + ")")
     print(_next_commands(args.out, "sub01/EP01_01" + (".mp4" if args.video else "")))
 
 
@@ -318,9 +328,14 @@ def cmd_visualize(args):
 
 
 def demo(args) -> dict:
-    """Synthesise a micro-expression set from real faces, pre-train a small μ-BERT (the
-    paper's method, ``micronbert_tiny``, unless ``--model`` names a variant) on the CPU,
-    evaluate the micro-motion maps on held-out subjects and LOSO recognition."""
+    """Synthesise a micro-expression set from real faces (``--nuisance``: head motion, light,
+    noise, blur, compression), pre-train a small μ-BERT (the paper's method,
+    ``micronbert_tiny``, unless ``--model`` names a variant) on the CPU, and score its
+    micro-motion maps (held-out subjects) and LOSO recognition beside the baselines
+    (pixel difference, optical flow, the untrained model, a location prior): results.json,
+    results.md, results.png. Nothing is tuned to pass: the table is what it measures."""
+    import copy
+
     import torch
 
     from . import create_model
@@ -337,16 +352,18 @@ def demo(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = os.path.join(args.out, "data")
-    print(f"[demo] 1/4 synthesising {args.subjects} subjects x 4 classes x {args.clips_per_class} clips "
-          f"-> {data}", flush=True)
+    nuisance = getattr(args, "nuisance", "none")
+    print(f"[demo] 1/4 synthesising {args.subjects} subjects x {args.clips_per_class} clips per class, "
+          f"nuisance {nuisance} -> {data}", flush=True)
     write_synthetic_dataset(data, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
-                            seed=args.seed)
+                            seed=args.seed, nuisance=nuisance)
     n_faces = len(face_images(64))
     extra = range(args.subjects, min(n_faces, args.subjects + args.corpus_faces))
     corpus_clips = []
     if len(extra):  # unlabeled clips of other faces, motion anywhere on the face
         corpus_clips = find_clips(write_pretraining_corpus(os.path.join(args.out, "corpus"), extra,
-                                                           args.corpus_clips, seed=args.seed + 1))
+                                                           args.corpus_clips, seed=args.seed + 1,
+                                                           nuisance=nuisance))
     table = load_annotations("synthetic", data)
     subjects = sorted(table.subject.unique())
     held = subjects[-args.held_out:]
@@ -355,7 +372,7 @@ def demo(args) -> dict:
     test_table = table[table.subject.isin(held)]
     overrides = json.loads(args.overrides or "{}")
     model = create_model(args.model, backend=args.backend, **overrides)
-    *_, auc0, _ = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    untrained = copy.deepcopy(model)  # the same seed's model, scored beside the trained one
     print(f"[demo] 2/4 pre-training {args.model} for {args.steps} steps on {len(train_clips)} "
           f"unlabeled clips (held-out subjects excluded)", flush=True)
     loader = PairLoader(train_clips, 64, args.batch, 8, (1, 6), args.seed)
@@ -364,25 +381,39 @@ def demo(args) -> dict:
     print("[demo] 3/4 micro-motion maps of held-out subjects", flush=True)
     on, ap, maps, truth, auc1, auc_still = _held_out_maps(model, test_table, os.path.join(data, "masks"))
     k = min(6, len(on))
+    from .evidence import loso_parts, write_comparison
+    from .maps import amplitude_groups, location_prior, map_diagnostics, map_summary
+    prior = location_prior(table[~table.subject.isin(held)], os.path.join(data, "masks"),
+                           model.config.img_size)
+    diagnostics = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior,
+                                  groups=amplitude_groups(test_table, data))
+    summary = map_summary(diagnostics)
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
-                           f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})",
+                           f"(untrained {summary['untrained']:.3f}; pixel difference "
+                           f"{summary['pixel_difference']:.3f}; no-motion control {auc_still:.3f})",
                      row_labels=[f"{r.subject} {r.clip}\n{r.emotion}\nframes {r.onset} -> {r.apex}"
                                  f"\n(d = {r.apex - r.onset})" for r in test_table[:k].itertuples()])
     save_curves(os.path.join(args.out, "loss.png"),
                 read_log(os.path.join(args.out, "pretrain", "log.jsonl")),
                 title=f"{args.model}: pre-training losses")
-    from .data import normalize
-    from .maps import map_diagnostics
-    diagnostics = map_diagnostics(model, normalize(on), normalize(ap), truth)
-    print("[demo] where the motion is lost (ROC-AUC on held-out clips; control = no motion):\n"
-          + "\n".join(f"  {r['map']:<30} {r['roc_auc']:.3f}  control {r['control_no_motion']:.3f}"
+    print("[demo] maps beside their baselines (ROC-AUC on held-out clips; control = no motion):\n"
+          + "\n".join(f"  {r['map']:<38} {r['roc_auc']:.3f}  control {r['control_no_motion']:.3f}"
                        for r in diagnostics), flush=True)
-    print("[demo] 4/4 leave-one-subject-out recognition", flush=True)
-    res = evaluate(model, table, args.out, table.attrs["classes"])
-    out = {"map_auc": auc1, "map_auc_untrained": auc0, "map_auc_no_motion_control": auc_still,
+    print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
+    res = evaluate(model, table, args.out, table.attrs["classes"], **_baselines_kw(evaluate))
+    loso_model, loso_base = loso_parts(res)
+    if "untrained" not in loso_base:  # an evaluate without baselines: score the untrained model here
+        loso_base["untrained"] = loso_parts(evaluate(untrained, table, os.path.join(args.out, "untrained"),
+                                                     table.attrs["classes"]))[0]
+    keep = ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")
+    out = {"map_auc": auc1, "map_auc_untrained": summary["untrained"], "map_auc_no_motion_control": auc_still,
+           "map_baselines": {k: v for k, v in summary.items() if k != "model"},
            "map_diagnostics": diagnostics,
-           "loso": {k: res[k] for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")},
+           "loso": {**{k: loso_model[k] for k in keep if k in loso_model},
+                    "baselines": {b: {k: m[k] for k in ("accuracy", "uf1", "uar") if k in m}
+                                  for b, m in loso_base.items()}},
+           "nuisance": nuisance,
            "pretrain": {"steps": args.steps, "batch": args.batch, "clips": len(train_clips),
                         "model": args.model, "overrides": overrides,
                         "extensions": model.config.extensions(),
@@ -391,9 +422,12 @@ def demo(args) -> dict:
            "seconds": round(time.time() - t_start, 1)}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(out, f, indent=2)
-    print(json.dumps(out, indent=2))
-    print(f"[demo] wrote {args.out}: motion_maps.png, confusion.png, loss.png, results.json, "
-          f"loso.json, folds.csv, pretrain/last.pt")
+    table_md = write_comparison(args.out, out, f"{args.model}, {args.steps} steps, nuisance {nuisance}, "
+                                               f"seed {args.seed}")
+    print(json.dumps({k: v for k, v in out.items() if k != "map_diagnostics"}, indent=2))
+    print(f"[demo] the model beside its baselines (nuisance {nuisance}):\n{table_md}")
+    print(f"[demo] wrote {args.out}: results.json, results.md, results.png, motion_maps.png, "
+          f"confusion.png, loss.png, loso.json, folds.csv, pretrain/last.pt")
     return out
 
 
@@ -431,6 +465,9 @@ def main(argv=None):
                    help="named config: micronbert_tiny (the paper's method) or our variant "
                         "micronbert_tiny_nullkey")
     d.add_argument("--overrides", default=None, help="JSON of model config overrides, e.g. {\"lambda_diag\": 1.0}")
+    d.add_argument("--nuisance", choices=("none", "low", "medium", "high"), default="medium",
+                   help="nuisance of the synthetic clips (synth --nuisance): head motion, light, "
+                        "noise, blur, JPEG; none: the clean set a subtraction wins")
     _add_backend_flag(d)
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
 
@@ -441,14 +478,18 @@ def main(argv=None):
     s.add_argument("--size", type=int, default=None, help="frame size in pixels (64; --long: 128)")
     s.add_argument("--fps", type=int, default=30, help="frame rate (the expression lasts <= 0.5 s)")
     s.add_argument("--video", action="store_true", help="write H.264 videos instead of JPEG folders")
+    s.add_argument("--nuisance", choices=("none", "low", "medium", "high"), default=None,
+                   help="head motion, light, blur, noise and compression (JPEG quality; H.264 CRF "
+                        "with --video), amplitudes 0.5-3 px and a no_motion class "
+                        "(micronbert.data.synthetic.NUISANCE); none: the clean set. With --long: "
+                        "head drift, blinks, illumination, noise, compression "
+                        "(micronbert.data.synthetic_long.NUISANCE). Default: none; --long: medium")
     s.add_argument("--seed", type=int, default=0, help="seed")
     s.add_argument("--long", action="store_true",
                    help="long videos for spotting (SAMM Long Videos layout and sheet) with nuisance "
                         "and micro/macro-expressions at known frames")
     s.add_argument("--seconds", type=float, default=30.0, help="--long: seconds per video")
     s.add_argument("--videos-per-subject", type=int, default=2, help="--long: videos per subject")
-    s.add_argument("--nuisance", default="medium", choices=("none", "low", "medium", "high"),
-                   help="--long: head drift, blinks, illumination, noise, compression")
 
     sp = sub.add_parser("spot", formatter_class=fmt,
                         help="spot micro/macro-expressions in long videos (MEGC protocol, with an "

@@ -41,36 +41,136 @@ def null_key_probe(tokens_q, tokens_k, beta: float = 300.0, tau: float = 0.003):
     return 1 - torch.exp(torch.diagonal(beta * c, dim1=-2, dim2=-1) - torch.logsumexp(s, -1))
 
 
-@torch.no_grad()
-def map_diagnostics(model, onset, apex, truth):
-    """ROC-AUC against ``truth`` (B, H, W) of four patch maps of normalised onset -> apex
-    frames, and of the same maps on (apex, apex) (the control: 0.5 = no prior):
+def patch_pool(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, H, W) or (B, C, H, W) per-pixel values -> their mean per patch (B, N) or (B, N, C)."""
+    x = pixel_map.float()
+    pooled = F.avg_pool2d(x[:, None] if x.dim() == 3 else x, patch).flatten(2)  # B C N
+    return pooled[:, 0] if x.dim() == 3 else pooled.transpose(1, 2)
 
-    pixel difference (no model), token change 1 - cos of the encoder's tokens, the DMA
-    map, and ``null_key_probe`` on the encoder's tokens. Returns a list of dicts."""
+
+def pixel_difference(onset, apex) -> torch.Tensor:
+    """Mean absolute difference over the channels of two frame batches (B, C, H, W), in
+    grey levels for uint8 frames: (B, H, W)."""
+    return (apex.float() - onset.float()).abs().mean(1)
+
+
+def farneback_flow(onset, apex) -> torch.Tensor:
+    """Dense optical flow onset -> apex (OpenCV Farneback on grey frames), (B, 2, H, W) as
+    (dy, dx) px: the usual input of MEGC recognition methods."""
+    import cv2
+
+    def grey(x):
+        x = x.float()
+        if x.shape[1] == 3:
+            x = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+        else:
+            x = x[:, 0]
+        return x.clamp(0, 255).round().to(torch.uint8).numpy()
+
+    a, b = grey(onset), grey(apex)
+    flows = [cv2.calcOpticalFlowFarneback(x, y, None, 0.5, 3, 9, 3, 5, 1.1, 0) for x, y in zip(a, b)]
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2)[:, [1, 0]].contiguous()
+
+
+def location_prior(table, masks_root, size) -> torch.Tensor:
+    """A map that sees no pixels: the mean ground-truth mask (H, W) of the clips in
+    ``table`` (the training subjects'), resized to ``size``."""
+    from PIL import Image
+    masks = [np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127
+             for r in table.itertuples()]
+    m = torch.from_numpy(np.stack(masks)).float().mean(0)
+    return F.interpolate(m[None, None], size=tuple(size), mode="area")[0, 0]
+
+
+# the maps scored beside the model's, in the order of the tables
+MAP_NAMES = {"model": "model (DMA map)", "untrained": "untrained model (same seed)",
+             "pixel_difference": "pixel difference", "optical_flow": "optical flow (Farneback)",
+             "location_prior": "location prior (mean training mask)",
+             "pixel_cosine": "1 - cos of pixel patches", "token_change": "token change",
+             "null_key_probe": "null-key probe on the tokens"}
+
+
+@torch.no_grad()
+def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, groups=None):
+    """ROC-AUC against ``truth`` (B, H, W) of the model's micro-motion map of the frames
+    ``onset`` -> ``apex`` (uint8, or normalised float; B, 3, H, W) and of the maps beside
+    it, all on the patch grid and upsampled alike (``micro_motion_map``), pooled over clips:
+
+    model (``micro_motion_map``), the ``untrained`` model (if given), the pixel difference
+    and the Farneback flow magnitude per patch (no model), the location ``prior`` (H, W; if
+    given: the mean training mask, no pixels), 1 - cos of the (normalised) pixel patches, and
+    two read-outs of the model's encoder: token change 1 - cos(t_onset_i, t_apex_i) and
+    ``null_key_probe``.
+
+    Each map is also scored on a pair without motion, (apex, apex), as a control: a map that
+    answers to the motion itself scores about 0.5 there; what it scores above 0.5 is a prior
+    (position, texture). Returns a list of dicts: key, map, roc_auc, control_no_motion, and
+    with ``groups`` ({name: bool (B,) clips}, e.g. ``amplitude_groups``) ``by_group``: the
+    ROC-AUC of the map on each group's clips alone."""
     model.eval()
     cfg = model.config
     gh, gw = cfg.grid
+    p = cfg.patch_size
+    y = truth.numpy()
 
-    def score(patch_map):  # (B, N) -> upsampled like micro_motion_map
-        m = F.interpolate(patch_map.float().view(-1, 1, gh, gw), size=cfg.img_size,
+    def upsample(patch_map):  # (B, N) -> (B, H, W) like micro_motion_map
+        m = F.interpolate(patch_map.float().reshape(-1, 1, gh, gw), size=cfg.img_size,
                           mode="bilinear", align_corners=False)
-        return roc_auc(m[:, 0].numpy(), truth.numpy())
+        return m[:, 0].expand(len(y), -1, -1).numpy()
 
-    enc = {id(x): model.encode(x) for x in (onset, apex)}  # (ct, tokens), each set encoded once
+    def score(patch_map):
+        return roc_auc(upsample(patch_map), y)
 
-    def ct(x):
-        return enc[id(x)][0]
+    def by_group(patch_map):
+        m = upsample(patch_map)
+        out = {name: roc_auc(m[np.asarray(sel)], y[np.asarray(sel)]) for name, sel in groups.items()}
+        return {name: (None if np.isnan(v) else v) for name, v in out.items()}  # None: no clip
 
-    def tokens(x):
-        return enc[id(x)][1]
-
+    enc = {id(x): model.encode(x)[1] for x in (onset, apex)}  # tokens, each set encoded once
+    flow_mag = lambda x, z: patch_pool(farneback_flow(x, z).norm(dim=1), p)  # noqa: E731
     probes = {
-        "pixel difference": lambda x, y: F.avg_pool2d((x - y).abs().mean(1, keepdim=True),
-                                                      cfg.patch_size).flatten(1),
-        "token change": lambda x, y: 1 - F.cosine_similarity(tokens(x), tokens(y), dim=-1),
-        "DMA map": lambda x, y: model.motion_profile(model.dma(tokens(x), tokens(y), ct(y))[1]),
-        "null-key probe on the tokens": lambda x, y: null_key_probe(tokens(y), tokens(x)),
+        "model": lambda x, z: model.motion_profile(model.micro_attention(x, z)[1]),
+        "pixel_difference": lambda x, z: patch_pool(pixel_difference(x, z), p),
+        "optical_flow": flow_mag,
+        "pixel_cosine": lambda x, z: 1 - F.cosine_similarity(model.patchify(x), model.patchify(z), dim=-1),
+        "token_change": lambda x, z: 1 - F.cosine_similarity(enc[id(x)], enc[id(z)], dim=-1),
+        "null_key_probe": lambda x, z: null_key_probe(enc[id(z)], enc[id(x)]),
     }
-    return [{"map": name, "roc_auc": score(fn(onset, apex)), "control_no_motion": score(fn(apex, apex))}
-            for name, fn in probes.items()]
+    if untrained is not None:
+        untrained.eval()
+        probes["untrained"] = lambda x, z: untrained.motion_profile(untrained.micro_attention(x, z)[1])
+    if prior is not None:
+        probes["location_prior"] = lambda x, z: patch_pool(prior[None], p)
+    rows = []
+    for k in (k for k in MAP_NAMES if k in probes):
+        m = probes[k](onset, apex)
+        rows.append({"key": k, "map": MAP_NAMES[k], "roc_auc": score(m),
+                     "control_no_motion": score(probes[k](apex, apex))})
+        if groups:
+            rows[-1]["by_group"] = by_group(m)
+    return rows
+
+
+def amplitude_groups(table, root, bins=((0.0, 1.0), (1.0, 2.0), (2.0, 3.01))) -> dict:
+    """{"a-b px": bool (K,)} of the clips of ``table`` by the micro-motion amplitude that
+    ``synth --nuisance`` wrote in the sheet of ``root`` (column Amplitude); {} without it.
+    Clips without micro-motion (amplitude 0) are in no group."""
+    import glob
+
+    import pandas as pd
+    sheets = glob.glob(os.path.join(root, "CASME2-coding-*.xlsx"))
+    if not sheets:
+        return {}
+    df = pd.read_excel(sheets[0])
+    if "Amplitude" not in df:
+        return {}
+    amp = {(f"sub{int(r.Subject):02d}", str(r.Filename)): float(r.Amplitude) for r in df.itertuples()}
+    a = np.array([amp.get((r.subject, r.clip), 0.0) for r in table.itertuples()])
+    return {f"{lo:g}-{min(hi, 3):g} px": (a > 0) & (a >= lo) & (a < hi) for lo, hi in bins}
+
+
+def map_summary(rows) -> dict:
+    """The ROC-AUCs of ``map_diagnostics`` rows by key, and the model's no-motion control."""
+    out = {r["key"]: r["roc_auc"] for r in rows}
+    out["no_motion_control"] = next(r["control_no_motion"] for r in rows if r["key"] == "model")
+    return out

@@ -13,12 +13,25 @@ def test_demo_runs_end_to_end(tmp_path):
     res = json.loads((out / "results.json").read_text())
     for k in ("map_auc", "map_auc_untrained", "map_auc_no_motion_control"):
         assert 0 <= res[k] <= 1, k
-    assert res["pretrain"]["clips"] == 2 * 4 + 2 * 2  # 2 labeled subjects' clips + the corpus
+    assert res["nuisance"] == "medium" and res["pretrain"]["model"] == "micronbert_tiny"
+    assert res["pretrain"]["extensions"] == {}  # the paper's μ-BERT, no variant
+    # the baselines' map AUCs under the map_auc protocol, and the no-motion control
+    for k in ("untrained", "pixel_difference", "optical_flow", "location_prior", "no_motion_control"):
+        assert 0 <= res["map_baselines"][k] <= 1, k
+    assert res["map_baselines"]["no_motion_control"] == res["map_auc_no_motion_control"]
+    for r in res["map_diagnostics"]:  # the amplitude sweep: map AUC by amplitude of the micro-motion
+        assert list(r["by_group"]) == ["0-1 px", "1-2 px", "2-3 px"]
+        assert all(v is None or 0 <= v <= 1 for v in r["by_group"].values())
+    # 2 labeled subjects' clips (4 classes + no_motion) + the corpus
+    assert res["pretrain"]["clips"] == 2 * 5 + 2 * 2
     for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects"):
         assert k in res["loso"]
-    assert res["loso"]["n_subjects"] == 3 and res["loso"]["n_classes"] == 4
+    assert res["loso"]["n_subjects"] == 3 and res["loso"]["n_classes"] == 5
+    assert 0 <= res["loso"]["baselines"]["untrained"]["uf1"] <= 1
+    table = (out / "results.md").read_text()
+    assert "pixel difference" in table and "untrained model" in table and f"{res['map_auc']:.3f}" in table
     for f in ("motion_maps.png", "confusion.png", "loss.png", "loso.json", "pretrain/last.pt",
-              "pretrain/log.jsonl"):
+              "pretrain/log.jsonl", "results.md", "results.png"):
         assert (out / f).stat().st_size > 0, f
 
 

@@ -4,10 +4,10 @@ import os
 import torch
 
 from micronbert import create_model
-from micronbert.data import normalize
 from micronbert.data.annotations import load_annotations
 from micronbert.data.synthetic import write_synthetic_dataset
-from micronbert.maps import map_diagnostics, null_key_probe, onset_apex_masks
+from micronbert.maps import (MAP_NAMES, amplitude_groups, location_prior, map_diagnostics, map_summary, null_key_probe,
+                             onset_apex_masks, roc_auc)
 
 
 def test_map_diagnostics_on_synthetic_clips(tmp_path):
@@ -15,16 +15,36 @@ def test_map_diagnostics_on_synthetic_clips(tmp_path):
     table = load_annotations("synthetic", data)
     on, ap, truth = onset_apex_masks(table, os.path.join(data, "masks"), (64, 64))
     assert on.shape == ap.shape == (8, 3, 64, 64) and truth.shape == (8, 64, 64) and truth.any()
+    assert on.dtype == torch.uint8
     torch.manual_seed(0)
-    rows = {r["map"]: r for r in map_diagnostics(create_model("micronbert_tiny"), normalize(on),
-                                                  normalize(ap), truth)}
-    assert list(rows) == ["pixel difference", "token change", "DMA map", "null-key probe on the tokens"]
-    assert rows["pixel difference"]["roc_auc"] > 0.95
-    for r in rows.values():  # (apex, apex): no motion anywhere
-        assert 0 <= r["control_no_motion"] <= 1
-    assert rows["pixel difference"]["control_no_motion"] == 0.5  # a flat map
+    model, untrained = create_model("micronbert_tiny"), create_model("micronbert_tiny")
+    prior = location_prior(table[table.subject == "sub01"], os.path.join(data, "masks"), (64, 64))
+    rows = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior)
+    by = {r["key"]: r for r in rows}
+    assert list(by) == list(MAP_NAMES)  # every map of the comparison, in table order
+    for r in rows:
+        assert 0 <= r["roc_auc"] <= 1 and 0 <= r["control_no_motion"] <= 1, r
+    # the model's row is the demo's map_auc: the same protocol (micro_motion_map, pooled)
+    assert by["model"]["roc_auc"] == roc_auc(model.micro_motion_map(on, ap).numpy(), truth.numpy())
+    assert by["pixel_difference"]["roc_auc"] > 0.95 and by["optical_flow"]["roc_auc"] > 0.9
+    assert by["pixel_difference"]["control_no_motion"] == 0.5  # a flat map
+    assert by["location_prior"]["roc_auc"] == by["location_prior"]["control_no_motion"]  # no pixels
     # even an untrained encoder's tokens carry the motion; the null-key probe reads it out
-    assert rows["token change"]["roc_auc"] > 0.9 and rows["null-key probe on the tokens"]["roc_auc"] > 0.9
+    assert by["token_change"]["roc_auc"] > 0.9 and by["null_key_probe"]["roc_auc"] > 0.9
+    summary = map_summary(rows)
+    assert set(summary) == set(MAP_NAMES) | {"no_motion_control"}
+    assert summary["no_motion_control"] == by["model"]["control_no_motion"]
+    # head motion and the rest: the subtraction loses most of its lead
+    noisy = write_synthetic_dataset(str(tmp_path / "m"), n_subjects=2, clips_per_class=1, progress=False,
+                                    nuisance="medium")
+    t = load_annotations("synthetic", noisy)
+    on, ap, truth = onset_apex_masks(t, os.path.join(noisy, "masks"), (64, 64))
+    groups = amplitude_groups(t, noisy)
+    assert amplitude_groups(table, data) == {}  # the clean set has no amplitude column
+    assert sum(g.sum() for g in groups.values()) == (t.emotion != "no_motion").sum() == 8
+    pix = {r["key"]: r for r in map_diagnostics(model, on, ap, truth, groups=groups)}["pixel_difference"]
+    assert pix["roc_auc"] < by["pixel_difference"]["roc_auc"] - 0.1
+    assert list(pix["by_group"]) == list(groups)
 
 
 def test_null_key_probe_flags_only_changed_tokens():

@@ -127,14 +127,15 @@ def count_frames(path: str) -> int:
 
 
 def write_video(frames: np.ndarray, path: str, fps: int = 30, codec: str = "libx264",
-                crf: int = 10) -> None:
-    """uint8 (T, H, W, 3) -> a video file; a low CRF so 1 px motion survives the codec."""
+                crf: int = 10, pix_fmt: Optional[str] = None) -> None:
+    """uint8 (T, H, W, 3) -> a video file; a low CRF so 1 px motion survives the codec.
+    ``pix_fmt``: e.g. "yuv420p" (a camera's chroma); default full chroma (4:4:4)."""
     import av
     t, h, w, _ = frames.shape
     with av.open(path, "w") as c:
         s = c.add_stream(codec, rate=fps)
         s.width, s.height = w, h
-        s.pix_fmt = {"libx264": "yuv444p", "libvpx-vp9": "yuv444p", "mjpeg": "yuvj444p"}.get(codec, "yuv420p")
+        s.pix_fmt = pix_fmt or {"libx264": "yuv444p", "libvpx-vp9": "yuv444p", "mjpeg": "yuvj444p"}.get(codec, "yuv420p")
         if codec == "libx264":
             s.options = {"crf": str(crf), "preset": "veryfast"}
         elif codec in ("libvpx-vp9", "libvpx"):  # constant quality (b:v 0 lets crf rule)

@@ -1,0 +1,109 @@
+"""The model against its baselines across nuisance levels: map ROC-AUC (held-out subjects,
+exact masks) and LOSO recognition of the paper's μ-BERT (micronbert_tiny) after the demo's
+pre-training, beside the untrained model, the pixel difference, optical flow (Farneback)
+and the location prior, on `micronbert synth --nuisance {none,low,medium,high}` data.
+
+Each level is one `micronbert demo --nuisance LEVEL` run (the same code, one implementation);
+its folder (data, checkpoint, results.json/md/png) goes to --work/LEVEL-seedS.
+
+    python bench/bench_evidence.py                      # --budget full: the demo's settings
+    python bench/bench_evidence.py --budget tiny        # a smoke run (minutes on 2 cores)
+
+Budgets (steps, subjects, clips per class, held-out, corpus faces x clips):
+  tiny   3 steps,   3 subjects, 1 clip,  1 held out,  2 x 2   (checks the pipeline, numbers mean nothing)
+  small  150 steps, 8 subjects, 2 clips, 2 held out, 16 x 4
+  full   the demo's defaults: 600 steps, 8 subjects, 3 clips, 2 held out, 48 x 8
+         (one medium level took 8.8 CPU-minutes (user + sys): about 5 minutes of wall time on
+         a quiet 2-core CPU, so about 20 minutes for the four levels; a GPU is not used)
+
+Writes bench/results/<device>/evidence/evidence.{csv,md,png} (one row per level, seed and
+method; LOSO of the pixel difference and optical flow where `evaluate` scores baselines) and
+evidence_by_amplitude.{csv,md} (map ROC-AUC of the held-out clips by micro-motion amplitude).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, device_name, write_table  # noqa: E402
+from micronbert.evidence import comparison_rows  # noqa: E402
+
+BUDGETS = {
+    "tiny": ["--steps", "3", "--batch", "4", "--subjects", "3", "--clips-per-class", "1", "--held-out", "1",
+             "--corpus-faces", "2", "--corpus-clips", "2"],
+    "small": ["--steps", "150", "--subjects", "8", "--clips-per-class", "2", "--held-out", "2",
+              "--corpus-faces", "16", "--corpus-clips", "4"],
+    "full": [],
+}
+LEVELS = ("none", "low", "medium", "high")
+
+
+def plot(rows):
+    def draw(path):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        levels = list(dict.fromkeys(r["nuisance"] for r in rows))
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        for ax, key, label in ((axes[0], "map_auc", "map ROC-AUC (held-out subjects)"),
+                               (axes[1], "loso_uf1", "LOSO UF1")):
+            for m in methods:
+                pts = [(levels.index(r["nuisance"]), r[key]) for r in rows
+                       if r["method"] == m and r[key] is not None]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, marker="o", label=m)
+            ax.set_xticks(range(len(levels)), levels)
+            ax.set_xlabel("nuisance level")
+            ax.set_ylabel(label)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return draw
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", choices=tuple(BUDGETS), default="full", help="size of each demo run")
+    p.add_argument("--levels", nargs="+", choices=LEVELS, default=list(LEVELS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--model", default="micronbert_tiny", help="named config (the paper's μ-BERT by default)")
+    p.add_argument("--work", default="runs/evidence", help="folder of the demo runs")
+    a = p.parse_args(argv)
+    from micronbert.cli import main as cli
+
+    os.environ.setdefault("MICRONBERT_BENCH_OUT", os.path.join(
+        RESULTS, device_name("cpu").replace(" ", "_"), "evidence"))
+    rows, by_amp = [], []
+    for lv in a.levels:
+        for seed in a.seeds:
+            out = os.path.join(a.work, f"{a.budget}-{lv}-seed{seed}")
+            print(f"[evidence] nuisance {lv}, seed {seed}, budget {a.budget} -> {out}", flush=True)
+            cli(["demo", "--out", out, "--nuisance", lv, "--seed", str(seed), "--model", a.model]
+                + BUDGETS[a.budget])
+            with open(os.path.join(out, "results.json")) as f:
+                res = json.load(f)
+            for r in comparison_rows(res):
+                rows.append({"nuisance": lv, "seed": seed, "budget": a.budget, **r,
+                             "loso_chance_uf1": res["loso"].get("chance_uf1"),
+                             "steps": res["pretrain"]["steps"], "seconds": res["seconds"]})
+            for r in res["map_diagnostics"]:
+                for group, auc in r.get("by_group", {}).items():
+                    by_amp.append({"nuisance": lv, "seed": seed, "budget": a.budget, "method": r["map"],
+                                   "amplitude": group, "map_auc": auc})
+    write_table("evidence", rows, "cpu", plot=plot(rows))
+    if by_amp:  # the amplitude sweep (levels above none write it)
+        write_table("evidence_by_amplitude", by_amp, "cpu")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
