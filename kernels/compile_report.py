@@ -72,12 +72,37 @@ def _inspect(compiled):
             len(re.findall(r"\bHGMMA\b", sass)), len(re.findall(r"\bHMMA\b", sass)))
 
 
-def _compile(fn, signature, constexprs, arch, num_warps, num_stages):
+# What a real launch specialises (triton's JIT does it from the arguments): pointers and
+# integers divisible by 16 carry tt.divisibility=16, integers equal to 1 become constants.
+# Contiguous (B, H, N, d) inputs with d a multiple of 16 (every shape of the roofline) and the
+# contiguous (B, H, N) row vectors that dma.py passes: head-dim strides and row-vector strides
+# are 1, row/head/batch strides and the head dim divisible by 16.
+_UNIT_STRIDE = re.compile(r"^s[a-z]{1,2}d$|^s[bgn]n$")  # sqd, skd, svd, sod; sbn, sgn, snn
+_DIV16 = re.compile(r"^s[a-z]{1,2}[bhn]$|^DIM$")
+
+
+def _launch_specialisation(fn, signature):
+    consts, attrs = {}, {}
+    for name, ty in signature.items():
+        if ty.startswith("*"):
+            attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
+        elif _UNIT_STRIDE.match(name):
+            consts[name] = 1
+        elif _DIV16.match(name):
+            attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
+    return consts, attrs
+
+
+def _compile(fn, signature, constexprs, arch, num_warps, num_stages, specialise=False):
     sig = dict(signature)
+    attrs = {}
+    if specialise:
+        unit, attrs = _launch_specialisation(fn, signature)
+        constexprs = {**unit, **constexprs}
     for k in constexprs:
         sig[k] = "constexpr"
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v
-                                                      for k, v in constexprs.items()})
+    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
+                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     opts = {"num_warps": num_warps, "num_stages": num_stages}
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
     return ck.asm["cubin"], int(getattr(ck.metadata, "shared", 0))
@@ -86,7 +111,7 @@ def _compile(fn, signature, constexprs, arch, num_warps, num_stages):
 def _dma_signature(fn, dtype):
     sig = {}
     for name in fn.arg_names:
-        if name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV"):
+        if name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV", "E"):
             sig[name] = _TY[dtype]
         elif name[0].isupper() and not name.isupper() or name in ("LSE", "W", "DB", "DD", "Dg",
                                                                   "Bias", "Gate", "DGATE", "Null"):
@@ -98,20 +123,30 @@ def _dma_signature(fn, dtype):
     return sig
 
 
-def compile_dma(arch=90, dtypes=("fp16", "bf16")):
-    kernels = {"fwd": dma_triton._dma_fwd, "bwd_dq": dma_triton._dma_bwd_dq,
-               "bwd_dk": dma_triton._dma_bwd_dk}
+def dma_variants():
+    """(report name, CONFIGS key, kernel, extra constexprs): every shipped kernel, the forward
+    with and without E (inference and training)."""
+    k = dma_triton
+    return [("_dma_fwd", "fwd", k._dma_fwd, {"SAVE_E": False}),
+            ("_dma_fwd[E]", "fwd", k._dma_fwd, {"SAVE_E": True}),
+            ("_dma_bwd_rows", "bwd_rows", k._dma_bwd_rows, {}),
+            ("_dma_bwd_dk", "bwd_dk", k._dma_bwd_dk, {})]
+
+
+def compile_dma(arch=90, dtypes=("fp16", "bf16"), head_dims=None):
     out = []
     for dtype in dtypes:
-        for name, fn in kernels.items():
+        for report_name, name, fn, extra in dma_variants():
             for hd, (bm, bn, bd, bdv, warps, stages) in sorted(dma_triton.CONFIGS[name].items()):
+                if head_dims is not None and hd not in head_dims:
+                    continue
                 sig = {k: v for k, v in _dma_signature(fn, dtype).items()
                        if k not in _constexpr_names(fn)}
                 consts = dict(HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv, HAS_BIAS=True, HAS_GATE=True,
-                              HAS_NULL=True, HAS_DD=True, UPCAST=False, PRECISION="tf32")
+                              HAS_NULL=True, HAS_DD=True, UPCAST=False, PRECISION="tf32", **extra)
                 consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-                cubin = _compile(fn, sig, consts, arch, warps, stages)
-                out.append(KernelReport(f"_dma_{name}", dtype, hd, bm, bn, bd, bdv, warps, stages,
+                cubin = _compile(fn, sig, consts, arch, warps, stages, specialise=True)
+                out.append(KernelReport(report_name, dtype, hd, bm, bn, bd, bdv, warps, stages,
                                         *_inspect(cubin)))
     return out
 
