@@ -285,12 +285,13 @@ def _dma_bwd_dk(Q, K, Bias, LSE, W, E, DK, DB, DQ,
 # launchers below and by the roofline model (compile_report.py), so that the model counts
 # the very programs that run.
 # --------------------------------------------------------------------------
-def launch_plan(kernel: str, b: int, h: int, n: int, dim: int) -> dict:
-    """{"grid", "consts" (HEAD_DIM, BLOCK_*), "num_warps", "num_stages"} of ``kernel``."""
+def launch_plan(kernel: str, b: int, h: int, n: int, dim: int, configs=None) -> dict:
+    """{"grid", "consts" (HEAD_DIM, BLOCK_*), "num_warps", "num_stages"} of ``kernel``
+    (``configs``: another launch table of the same form, for the roofline's history)."""
     hd = head_dim_pad(dim)
-    bm, bn, bd, bdv, warps, stages = CONFIGS[kernel][hd]
+    bm, bn, bd, bdv, warps, stages = (configs or CONFIGS)[kernel][hd]
     grid = (triton.cdiv(n, bm), b * h)
-    if kernel == "bwd_dk":
+    if kernel in ("bwd_dk", "bwd_dq"):  # split over the head dim (bwd_dq: before issue 16)
         grid = grid + (triton.cdiv(hd, bdv),)
     consts = dict(HEAD_DIM=hd, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_DV=bdv)
     if kernel == "bwd_rows":
@@ -312,7 +313,8 @@ def dot_work(kernel: str, plan: dict, n: int, save_e: bool = True) -> list:
     scores = (c["BLOCK_M"], c["BLOCK_N"], bd, trips * (hd // bd))  # S (fwd) or S^T (bwd_dk)
     if kernel == "fwd":
         return [scores] + ([(c["BLOCK_M"], hd, c["BLOCK_N"], trips)] if save_e else [])
-    return [scores, (c["BLOCK_M"], c["BLOCK_DV"], c["BLOCK_N"], trips)]  # bwd_dk: + P^T (W q)
+    # bwd_dk: + P^T (W q); bwd_dq (before issue 16): + P k
+    return [scores, (c["BLOCK_M"], c["BLOCK_DV"], c["BLOCK_N"], trips)]
 
 
 # --------------------------------------------------------------------------
