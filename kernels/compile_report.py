@@ -205,6 +205,9 @@ if __name__ == "__main__":
 # Rates measured on the lent H100 (bf16 dense tensor cores; HBM), used for every prediction.
 PEAK_TFLOPS = 800.0
 PEAK_TBPS = 3.0
+# Not in the max: the special-function units' exp rate (FlashAttention-3's H100 SXM figure,
+# 3.9 T/s), reported beside it, since at d = 64 a score's exp costs about as much as its GEMM.
+PEAK_TEXP = 3.9
 # (B, H, N, d): the authors' micronbert_s8 DMA; a ViT-B's heads at 224 px / patch 8 and 16
 ROOFLINE_SHAPES = [(64, 1, 784, 512), (64, 12, 785, 64), (64, 12, 3137, 64)]
 # The launch table on main before issue 16 (commit 667416d), for the "before" rows: the
@@ -227,6 +230,7 @@ class Step:
     flops: float
     bytes: float
     essential_units: float = 0.0
+    exps: float = 0.0
 
     @property
     def ms(self) -> float:  # roofline: compute and memory overlap within a kernel
@@ -236,6 +240,17 @@ class Step:
 def unit_flops(b, h, n, d) -> float:
     """One N x N x d GEMM over every (batch, head): 2 B H N^2 d FLOPs."""
     return 2.0 * b * h * n * n * d
+
+
+def executed_exps(kernel, b, h, n, d, configs=None) -> float:
+    """exp() calls of one launch: one per element of every score tile (padding included)."""
+    if kernel == "bwd_rows":
+        return 0.0
+    plan = dma_triton.launch_plan(kernel, b, h, n, d, configs)
+    c, programs = plan["consts"], 1
+    for g in plan["grid"]:
+        programs *= g
+    return float(programs * triton.cdiv(n, c["BLOCK_N"]) * c["BLOCK_M"] * c["BLOCK_N"])
 
 
 def executed_flops(kernel, b, h, n, d, save_e=True, configs=None) -> float:
@@ -258,16 +273,17 @@ def _fused_steps(b, h, n, d, es, mode, before=False):
     cfg = BEFORE_CONFIGS if before else None
     save_e = not before and mode != "infer"
     fwd = Step("_dma_fwd[E]" if save_e else "_dma_fwd", executed_flops("fwd", b, h, n, d, save_e, cfg),
-               bh * (4 * nd + 2 * row + (nd if save_e else 0)), 2 if save_e else 1)
+               bh * (4 * nd + 2 * row + (nd if save_e else 0)), 2 if save_e else 1,
+               executed_exps("fwd", b, h, n, d, cfg))
     if before:
         bwd = [Step("_dma_bwd_dq", executed_flops("bwd_dq", b, h, n, d, configs=cfg),
-                    bh * (6 * nd + 3 * row), 2),  # q k v dO, lse D -> dq dv, W
+                    bh * (6 * nd + 3 * row), 2, executed_exps("bwd_dq", b, h, n, d, cfg)),  # q k v dO, lse D -> dq dv, W
                Step("_dma_bwd_dk", executed_flops("bwd_dk", b, h, n, d, configs=cfg),
-                    bh * (3 * nd + 2 * row), 2)]  # q k, lse W -> dk
+                    bh * (3 * nd + 2 * row), 2, executed_exps("bwd_dk", b, h, n, d, cfg))]  # q k, lse W -> dk
     else:
         bwd = [Step("_dma_bwd_rows", 0.0, bh * (3 * nd + 2 * row)),  # dO v, D -> dv, W
                Step("_dma_bwd_dk", executed_flops("bwd_dk", b, h, n, d),
-                    bh * (5 * nd + 2 * row), 2)]  # q k E, lse W -> dk dq
+                    bh * (5 * nd + 2 * row), 2, executed_exps("bwd_dk", b, h, n, d))]  # q k E, lse W -> dk dq
     return {"infer": [fwd], "fwd": [fwd], "bwd": bwd, "fwd+bwd": [fwd] + bwd}[mode]
 
 
@@ -276,7 +292,7 @@ def _eager_steps(b, h, n, d, es, mode):
     and its autograd backward, op by op; each N x N tensor in the inputs' dtype."""
     bh, nd, nn_, u = b * h, n * d * es, n * n * es, unit_flops(b, h, n, d)
     fwd = [Step("q @ k^T", u, bh * (2 * nd + nn_), 1), Step("* scale", 0.0, bh * 2 * nn_),
-           Step("softmax", 0.0, bh * 2 * nn_), Step("diag * v", 0.0, bh * (2 * nd + n * es))]
+           Step("softmax", 0.0, bh * 2 * nn_, 0, bh * n * n), Step("diag * v", 0.0, bh * (2 * nd + n * es))]
     bwd = [Step("dv, d(diag)", 0.0, bh * 7 * nd),  # dv = diag dO; d(diag) = sum(dO * v)
            Step("diagonal backward", 0.0, bh * nn_),  # zeros N x N, diagonal filled
            Step("softmax backward", 0.0, bh * 3 * nn_), Step("* scale backward", 0.0, bh * 2 * nn_),
@@ -291,7 +307,7 @@ def _sdpa_lse_steps(b, h, n, d, es, mode):
     if mode not in ("infer", "fwd"):
         return None
     bh, nd, nd4 = b * h, n * d * es, n * d * 4
-    return [Step("sdpa (efficient, lse)", 2 * unit_flops(b, h, n, d), bh * (4 * nd + n * 4), 1),
+    return [Step("sdpa (efficient, lse)", 2 * unit_flops(b, h, n, d), bh * (4 * nd + n * 4), 1, bh * n * n),
             Step("s_ii = <q, k> (fp32)", 0.0, bh * (2 * (nd + nd4) + 3 * nd4 + nd4)),
             Step("O = exp(s_ii - lse) v", 0.0, bh * ((nd + nd4) + 2 * nd4 + (nd4 + nd)))]
 
@@ -333,7 +349,8 @@ def roofline(shapes=ROOFLINE_SHAPES, es=2, measured=None):
                 m_ms = (measured or {}).get((provider.get(route), b, h, n, d, mode))
                 kernel_rows = steps if route.startswith("fused") else []
                 for s in kernel_rows + [Step("total", sum(s.flops for s in steps),
-                                             sum(s.bytes for s in steps), ESSENTIAL_UNITS[mode])]:
+                                             sum(s.bytes for s in steps), ESSENTIAL_UNITS[mode],
+                                             sum(s.exps for s in steps))]:
                     total = s.name == "total"
                     rows.append({
                         "B": b, "H": h, "N": n, "d": d, "route": route, "mode": mode, "kernel": s.name,
@@ -345,6 +362,7 @@ def roofline(shapes=ROOFLINE_SHAPES, es=2, measured=None):
                         "essential_mb": round(eb / 1e6, 1) if total else None,
                         "bound": "compute" if s.flops / (PEAK_TFLOPS * 1e9) >= s.bytes / (PEAK_TBPS * 1e9) else "memory",
                         "predicted_ms": round(ms if total else s.ms, 4),
+                        "exp_ms": round(s.exps / (PEAK_TEXP * 1e9), 4),
                         "essential_ms": round(ess_ms, 4) if total else None,
                         "vs_essential": round(ms / ess_ms, 2) if total else None,
                         "speedup_vs_eager": round(eager_ms[mode] / ms, 2) if total else None,
@@ -379,7 +397,9 @@ ROOFLINE_NOTES = f"""How the numbers are made (kernels/compile_report.py, no GPU
   tensors in the inputs' dtype (bf16, 2 bytes).
 - predicted time = sum over kernels (or eager ops) of max(FLOPs / {PEAK_TFLOPS:g} TFLOP/s,
   bytes / {PEAK_TBPS:g} TB/s): the H100's measured bf16 dense and HBM rates; no launch
-  overheads, tails or wave quantisation, softmax exponentials not counted.
+  overheads, tails or wave quantisation. exp_ms: the score exponentials alone at
+  {PEAK_TEXP:g} T exp/s (special-function units; FlashAttention-3's H100 figure), not in the
+  max: where it comes near predicted_ms (d = 64), the exps, not the GEMMs, set the pace.
   essential_ms: the same max over the essential FLOPs and bytes of the whole mode.
 - modes: infer = forward without autograd; fwd = the training forward (fused: also E = k - P k);
   bwd; fwd+bwd. fused_before = main before issue 16 (backward recomputing S per head-dim split).
