@@ -5,7 +5,14 @@ kernels for ``GPUTarget("cuda", arch, 32)`` in fp16 and bf16, and reads the
 cubin with the ``cuobjdump`` that ships inside Triton's wheel: registers,
 shared memory, local memory and stack per kernel, and whether the SASS uses
 Hopper's warpgroup tensor-core instructions (HGMMA). Nothing here needs CUDA.
-Run ``python -m micronbert.kernels.compile_report`` for the table.
+Run ``python -m micronbert.kernels.compile_report`` for the table. The DMA kernels are
+compiled as a launch on contiguous inputs specialises them (unit head-dim strides, 16-byte
+aligned pointers and row strides), which is what runs at every shape of the roofline.
+
+``roofline()``: the H100 roofline model of every DMA route (the fused kernels from their
+launch table, the fused backward before issue 16, the authors' eager route, SDPA with its
+log-sum-exp): executed vs essential tensor-core work, HBM bytes, predicted time
+(``bench/bench_roofline.py`` writes it; ``ROOFLINE_NOTES`` says how it is made).
 """
 from __future__ import annotations
 
