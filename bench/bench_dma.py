@@ -4,8 +4,11 @@ a library route (SDPA's log-sum-exp; xformers where importable), and the fused k
     python bench/bench_dma.py            # the issue's shapes (on a GPU)
     python bench/bench_dma.py --quick    # small shapes, for a CPU machine
 
-Median ms, TFLOP/s (2*B*H*N^2*d counted for the forward, 2x that for the backward),
-peak extra memory (CUDA). Writes bench/results/<device>/bench_dma.{csv,md,png}.
+Modes: infer (forward under no_grad: the fused path skips E), fwd (the training forward, inputs
+requiring grad: the fused path also saves E = k - P k), bwd, fwd+bwd. Median ms, TFLOP/s
+(2*B*H*N^2*d counted for the forward, 2x that for the backward), peak extra memory (CUDA).
+The roofline shapes (compile_report.ROOFLINE_SHAPES) are among the GPU shapes, so that
+bench_roofline.py --measured puts these medians beside its predictions. Writes bench/results/<device>/bench_dma.{csv,md,png}.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ import torch  # noqa: E402
 
 from common import line_plot, peak_mb, time_ms, write_table  # noqa: E402
 from micronbert.kernels import diagonal_micro_attention, triton_unavailable_reason  # noqa: E402
+from micronbert.kernels.compile_report import ROOFLINE_SHAPES  # noqa: E402
 
 AUTHORS = [(16, 1, 784, 512), (64, 1, 784, 512), (256, 1, 784, 512)]
-VIT = [(8, h, n, 64) for h in (6, 12) for n in (197, 785, 3137)]
+VIT = [(8, 6, n, 64) for n in (197, 785, 3137)] + [s for s in ROOFLINE_SHAPES if s[3] == 64]
 QUICK = [(2, 1, 784, 512), (1, 6, 197, 64), (1, 12, 785, 64)]
 
 
@@ -77,11 +81,15 @@ def main():
         for name, fn in providers(device).items():
             q, k, v = (torch.randn(b, h, n, d, device=device, dtype=dtype, requires_grad=True)
                        for _ in range(3))
-            for mode in ("fwd", "bwd", "fwd+bwd"):
-                if name.startswith("library") and mode != "fwd":
+            for mode in ("infer", "fwd", "bwd", "fwd+bwd"):
+                if name.startswith("library") and mode not in ("infer", "fwd"):
                     continue  # their backward does not take a gradient through the lse
                 try:
-                    if mode == "fwd":
+                    if mode == "infer":
+                        def run():
+                            with torch.no_grad():
+                                return fn(q, k, v)
+                    elif mode == "fwd":
                         run = lambda: fn(q, k, v)  # noqa: E731
                     else:
                         o = fn(q, k, v)
@@ -92,7 +100,7 @@ def main():
                             run = lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), go)  # noqa: E731
                     ms = time_ms(run, device)
                     mem = peak_mb(run, device)
-                    f = flops * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
+                    f = flops * {"infer": 1, "fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
                     rows.append({"provider": name, "B": b, "H": h, "N": n, "d": d, "mode": mode,
                                  "dtype": str(dtype).replace("torch.", ""), "median_ms": ms,
                                  "tflops": f / ms / 1e9, "peak_mb": mem})

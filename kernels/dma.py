@@ -26,8 +26,10 @@ Backward, with ``G_i = g_i*<dO_i, v_i> + dD_i`` and ``W_i = G_i*D_i``:
 Backends (``backend=``):
   * ``reference``: ``dma_ref``, the readable spec; builds the N x N matrix.
   * ``torch``: chunked PyTorch, O(N * chunk) memory, exact custom backward.
-  * ``triton``: fused kernels (``_dma_fwd``, ``_dma_bwd_dq``, ``_dma_bwd_dk``);
-    on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
+  * ``triton``: fused kernels (``_dma_fwd``, ``_dma_bwd_rows``, ``_dma_bwd_dk``);
+    on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``. When autograd will
+    need a backward the forward also saves ``E = k - P k`` (B, H, N, d), so that
+    ``dq = scale W E`` and the backward computes the scores once (dma_triton.py).
   * ``auto``: ``triton`` on CUDA when it can run; on the CPU ``reference`` while its
     N x N scores are small (it is the faster there), else ``torch`` (kernels/backend.py).
 """
@@ -149,23 +151,26 @@ def _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk):
 @torch.library.custom_op("micronbert::dma_fwd", mutates_args=())
 def _dma_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
                 gate: Optional[torch.Tensor], null: Optional[torch.Tensor], scale: float, backend: str,
-                chunk: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                chunk: int, save_e: bool = False
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns O, D, lse and E = k - P k (triton with ``save_e``: for the backward; else empty)."""
     if backend == "triton":
-        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale, null)
-    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk, null)
+        return _triton_impl().dma_fwd(q, k, v, bias, gate, scale, null, save_e=save_e)
+    return _dma_torch_fwd(q, k, v, bias, gate, scale, chunk, null) + (q.new_empty(0),)
 
 
 @_dma_fwd_op.register_fake
-def _(q, k, v, bias, gate, null, scale, backend, chunk):
+def _(q, k, v, bias, gate, null, scale, backend, chunk, save_e=False):
     b, h, n, _ = q.shape
     return (q.new_empty(q.shape), q.new_empty((b, h, n), dtype=torch.float32),
-            q.new_empty((b, h, n), dtype=torch.float32))
+            q.new_empty((b, h, n), dtype=torch.float32),
+            q.new_empty(q.shape if backend == "triton" and save_e else (0,)))
 
 
 @torch.library.custom_op("micronbert::dma_bwd", mutates_args=())
 def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
                 gate: Optional[torch.Tensor], null: Optional[torch.Tensor], lse: torch.Tensor,
-                d: torch.Tensor, do: torch.Tensor, dd: Optional[torch.Tensor], scale: float,
+                d: torch.Tensor, e: torch.Tensor, do: torch.Tensor, dd: Optional[torch.Tensor], scale: float,
                 backend: str, chunk: int
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                            torch.Tensor]:
@@ -174,7 +179,7 @@ def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optiona
     uses the lse that includes it."""
     if backend == "triton":
         dq, dk, dv, db, dg, w = _triton_impl().dma_bwd(q, k, v, bias, gate, scale=scale, lse=lse,
-                                                       d=d, do=do, dd=dd)
+                                                       d=d, e=e, do=do, dd=dd)
     else:
         dq, dk, dv, db, dg, w = _dma_torch_bwd(q, k, v, bias, gate, scale, lse, d, do, dd, chunk)
     dn = -w * torch.exp(null - _safe_lse(lse)) if null is not None else None  # dn_i = -W_i P_i,null
@@ -182,7 +187,7 @@ def _dma_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optiona
 
 
 @_dma_bwd_op.register_fake
-def _(q, k, v, bias, gate, null, lse, d, do, dd, scale, backend, chunk):
+def _(q, k, v, bias, gate, null, lse, d, e, do, dd, scale, backend, chunk):
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
             lse.new_empty(lse.shape if bias is not None else (0,)),
             lse.new_empty(lse.shape if gate is not None else (0,)),
@@ -190,24 +195,24 @@ def _(q, k, v, bias, gate, null, lse, d, do, dd, scale, backend, chunk):
 
 
 def _dma_setup_context(ctx, inputs, output):
-    q, k, v, bias, gate, null, scale, backend, chunk = inputs
-    _, d, lse = output
-    ctx.save_for_backward(q, k, v, bias, gate, null, lse, d)
+    q, k, v, bias, gate, null, scale, backend, chunk = inputs[:9]
+    _, d, lse, e = output
+    ctx.save_for_backward(q, k, v, bias, gate, null, lse, d, e)
     ctx.scale, ctx.backend, ctx.chunk = scale, backend, chunk
 
 
-def _dma_backward(ctx, do, dd, _dlse):
-    q, k, v, bias, gate, null, lse, d = ctx.saved_tensors
+def _dma_backward(ctx, do, dd, _dlse, _de):
+    q, k, v, bias, gate, null, lse, d, e = ctx.saved_tensors
     # create_graph=True runs this with grad enabled: the gradient would silently have no graph
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (do, dd, q, k, v, bias, gate, null)):
         raise RuntimeError(f"diagonal_micro_attention backend={ctx.backend!r} has no double backward "
                            "(create_graph=True): use backend='reference' for higher-order gradients")
     with torch.no_grad():  # once differentiable: the backward itself is not differentiated
-        dq, dk, dv, db, dg, dn = _dma_bwd_op(q, k, v, bias, gate, null, lse, d, do.contiguous(), dd,
-                                             ctx.scale, ctx.backend, ctx.chunk)
+        dq, dk, dv, db, dg, dn = _dma_bwd_op(q, k, v, bias, gate, null, lse, d, e, do.contiguous(),
+                                             dd, ctx.scale, ctx.backend, ctx.chunk)
     return (dq, dk, dv, db if bias is not None else None, dg if gate is not None else None,
-            dn if null is not None else None, None, None, None)
+            dn if null is not None else None, None, None, None, None)
 
 
 _dma_fwd_op.register_autograd(_dma_backward, setup_context=_dma_setup_context)
@@ -308,7 +313,10 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
         bias = bias.contiguous() if bias is not None else None  # custom ops take no expanded views
         gate = gate.contiguous() if gate is not None else None
         null = null.contiguous() if null is not None else None
-        o, d, _ = _dma_fwd_op(q, k, v, bias, gate, null, scale, backend, chunk)
+        # E for the backward only when autograd records this call (inference skips its GEMM)
+        save_e = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (q, k, v, bias, gate, null))
+        o, d, _, _ = _dma_fwd_op(q, k, v, bias, gate, null, scale, backend, chunk, save_e)
     return (o, d) if return_diag else o
 
 

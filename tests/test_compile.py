@@ -28,12 +28,13 @@ def test_opcheck_dma(backend, bias, gate, null):
     if backend == "triton":
         triton_or_skip()
     args = _dma_args(backend, bias, gate, null=null)
-    torch.library.opcheck(torch.ops.micronbert.dma_fwd.default, args)
+    torch.library.opcheck(torch.ops.micronbert.dma_fwd.default, args + (True,))
     q, k, v, b, gt, nl = args[:6]
-    o, d, lse = torch.ops.micronbert.dma_fwd(*args)
+    o, d, lse, e = torch.ops.micronbert.dma_fwd(*args, True)  # with E for the backward
+    assert e.shape == (q.shape if backend == "triton" else (0,))
     bwd_args = (q.detach(), k.detach(), v.detach(), None if b is None else b.detach(),
                 None if gt is None else gt.detach(), None if nl is None else nl.detach(),
-                lse.detach(), d.detach(), torch.randn_like(o),
+                lse.detach(), d.detach(), e.detach(), torch.randn_like(o),
                 torch.randn_like(d), 0.25, backend, 16)
     torch.library.opcheck(torch.ops.micronbert.dma_bwd.default, bwd_args)
 

@@ -28,16 +28,26 @@ def reports():
 
 
 def test_every_configuration_compiled(reports):
-    from micronbert.kernels import dma_triton
-    n_dma = sum(len(v) for v in dma_triton.CONFIGS.values()) * 2  # fp16 and bf16
+    from micronbert.kernels import compile_report, dma_triton
+    variants = compile_report.dma_variants()  # the forward with and without E, the backward
+    n_dma = sum(len(dma_triton.CONFIGS[key]) for _, key, _, _ in variants) * 2  # fp16 and bf16
     assert sum(r["kernel"].startswith("_dma") for r in reports) == n_dma
+    assert {r["kernel"] for r in reports if r["kernel"].startswith("_dma")} == {v[0] for v in variants}
     assert {r["dtype"] for r in reports if r["kernel"].startswith("_dma")} == {"fp16", "bf16"}
     assert any(r["kernel"] == "_swap_fwd" for r in reports)
 
 
 def test_dma_uses_hopper_tensor_cores(reports):
+    """Every DMA kernel that multiplies matrices (dot_work non-empty) uses HGMMA."""
+    from micronbert.kernels import compile_report, dma_triton
+    multiplies = set()
+    for name, key, _, extra in compile_report.dma_variants():
+        plan = dma_triton.launch_plan(key, 1, 1, 128, 64)
+        if dma_triton.dot_work(key, plan, 128, extra.get("SAVE_E", True)):
+            multiplies.add(name)
+    assert {"_dma_fwd", "_dma_fwd[E]", "_dma_bwd_dk"} <= multiplies
     for r in reports:
-        if r["kernel"].startswith("_dma"):
+        if r["kernel"] in multiplies:
             assert r["hgmma"] > 0, r
 
 

@@ -196,6 +196,34 @@ def test_triton_matches_reference_authors_width(dtype, seed):
     compare(HUGE, "inf", "bhn", dtype, "triton", seed)
 
 
+# the padded head dims of the shipped launch table that SMALL (16, 64, 512) leaves out: 32,
+# 128, 256; odd N, masked keys and rows, per-head gate, null key and dD all at once
+OTHER_HEAD_DIMS = [(1, 2, 37, 20), (1, 1, 37, 100), (2, 1, 21, 200)]
+
+
+@pytest.mark.parametrize("shape", OTHER_HEAD_DIMS, ids=str)
+def test_triton_matches_reference_every_shipped_head_dim(shape, seed):
+    triton_or_skip()
+    compare(shape, "inf", "bhn", torch.float32, "triton", seed, null=True)
+
+
+def test_fused_forward_saves_e_only_when_autograd_records(monkeypatch):
+    """E = k - P k (one more N^2 d GEMM) is computed for a backward only: not for inference."""
+    triton_or_skip()
+    from micronbert.kernels import dma_triton
+    seen, real = [], dma_triton.dma_fwd
+    monkeypatch.setattr(dma_triton, "dma_fwd",
+                        lambda *a, **kw: seen.append(kw["save_e"]) or real(*a, **kw))
+    q = torch.randn(1, 1, 9, 8, device=DEVICE)
+    qg = q.clone().requires_grad_(True)
+    diagonal_micro_attention(q, q, q, backend="triton")
+    diagonal_micro_attention(qg, q, q, backend="triton").sum().backward()
+    with torch.no_grad():
+        diagonal_micro_attention(qg, q, q, backend="triton")
+    assert seen == [False, True, False]
+    assert torch.isfinite(qg.grad).all()
+
+
 @pytest.mark.parametrize("gate_kind", GATES)
 @pytest.mark.parametrize("bias_kind", BIASES)
 @pytest.mark.parametrize("shape", SMALL + LARGE + [HUGE], ids=str)
