@@ -13,6 +13,7 @@ only when the file says ``diag_att=True``.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import tempfile
@@ -107,7 +108,10 @@ def load_official_checkpoint(path, map_location="cpu", backend: str = "auto",
     Raises:
         CheckpointError naming missing, unexpected or mis-shaped keys.
     """
-    ckpt = _torch_load(path, map_location)
+    return _official_model(_torch_load(path, map_location), path, backend, **overrides)
+
+
+def _official_model(ckpt, path, backend="auto", **overrides) -> MicronBERT:
     if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path}: expected a dict with a 'model' state dict, got "
                               f"{type(ckpt).__name__}" + (f" with keys {sorted(ckpt)[:8]}"
@@ -165,10 +169,24 @@ def save_checkpoint(path, model, **extra):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _no_space(e):  # torch's writer wraps it in an internal message: say what happened
+            raise OSError(errno.ENOSPC, "No space left on device: could not write the checkpoint",
+                          path) from e
         raise
+
+
+def _no_space(e: BaseException) -> bool:
+    """Whether ``e`` or an exception it came from is ENOSPC (a full disk)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def config_from_dict(conf: Dict[str, Any], path="checkpoint") -> MicronBERTConfig:
@@ -179,18 +197,58 @@ def config_from_dict(conf: Dict[str, Any], path="checkpoint") -> MicronBERTConfi
     bad = sorted(set(conf) - known)
     if bad:
         raise CheckpointError(f"{path}: its config has fields this version does not know: {bad}")
-    return MicronBERTConfig(**conf)
+    try:
+        return MicronBERTConfig(**conf)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its config is not valid: {e}") from e
 
 
 def load_checkpoint(path, map_location="cpu", model: Optional[MicronBERT] = None,
                     backend: str = "auto"):
     """Read one of our checkpoints; returns (model, the whole dict). The model is built on
     ``backend`` unless ``model`` is given (its weights are then loaded into it)."""
+    return _our_model(read_checkpoint(path, map_location), path, model, backend)
+
+
+def read_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
+    """One of our checkpoints as its dict, checked to be ours (no model is built)."""
     ckpt = _torch_load(path, map_location)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "micronbert-fused/1":
+    _check_ours(ckpt, path)
+    return ckpt
+
+
+def is_ours(ckpt) -> bool:
+    """Whether a loaded file is one of ours, by its content: our format marker, or our
+    ``config`` dict (the authors' files carry ``args`` instead)."""
+    return isinstance(ckpt, dict) and (str(ckpt.get("format", "")).startswith("micronbert-fused/")
+                                       or isinstance(ckpt.get("config"), dict))
+
+
+def _check_ours(ckpt, path):
+    if not is_ours(ckpt):
         raise CheckpointError(f"{path}: not a micronbert-fused checkpoint "
                               "(for the authors' files use load_official_checkpoint)")
+    if ckpt.get("format") != "micronbert-fused/1":
+        raise CheckpointError(f"{path}: format {ckpt.get('format')!r} (a micronbert-fused file "
+                              f"damaged or of another version); this version reads 'micronbert-fused/1'")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"{path}: a micronbert-fused checkpoint without its 'config' or "
+                              f"'model' dict (damaged?)")
+
+
+def _our_model(ckpt, path, model=None, backend="auto"):
+    _check_ours(ckpt, path)
     if model is None:
         model = MicronBERT(config_from_dict(ckpt["config"], path), backend=backend)
     load_state_dict_strict(getattr(model, "module", model), ckpt["model"], path)
     return model, ckpt
+
+
+def load_model(path, map_location="cpu", backend: str = "auto") -> MicronBERT:
+    """The model of a checkpoint, ours or the authors', decided by the file's content (our
+    format marker), never by trying one loader after the other: an error in one of our
+    files (unknown config field, missing or mis-shaped keys) is raised as it is."""
+    ckpt = _torch_load(path, map_location)
+    if is_ours(ckpt):
+        return _our_model(ckpt, path, backend=backend)[0]
+    return _official_model(ckpt, path, backend)

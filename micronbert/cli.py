@@ -10,15 +10,23 @@ import time
 
 # ------------------------------------------------------------------ helpers
 def _model_from(args):
-    from . import create_model, load_checkpoint, load_official_checkpoint
+    """The model of ``--checkpoint`` (ours or the authors', told apart by the file's content:
+    an error in one of ours is reported, never hidden by trying the other format), or of
+    ``--model`` and ``--overrides``."""
+    from . import create_model
+    from .checkpoint import load_model
+    from .runs import UsageError
     backend = getattr(args, "backend", "auto")
     if getattr(args, "checkpoint", None):
-        try:
-            return load_checkpoint(args.checkpoint, backend=backend)[0]
-        except Exception:
-            return load_official_checkpoint(args.checkpoint, backend=backend)
-    overrides = json.loads(args.overrides) if getattr(args, "overrides", None) else {}
-    return create_model(args.model, backend=backend, **overrides)
+        return load_model(args.checkpoint, backend=backend)
+    try:
+        overrides = json.loads(args.overrides) if getattr(args, "overrides", None) else {}
+        if not isinstance(overrides, dict):
+            raise ValueError("not a JSON object")
+        return create_model(args.model, backend=backend, **overrides)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--model {args.model} --overrides {getattr(args, 'overrides', None)!r}: "
+                         f"{e}") from e
 
 
 def _held_out_maps(model, table, masks_root):
@@ -59,7 +67,14 @@ def _add_train_flags(p):
                    help="frame distance range of the pairs")
     p.add_argument("--samples-per-epoch", type=int, default=None, help="pairs per epoch (default 8 per clip)")
     p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every this many steps")
-    p.add_argument("--resume", default=None, help="checkpoint to resume exactly from")
+    p.add_argument("--resume", default=None, help="checkpoint to resume exactly from (its run's "
+                                                  "settings must match, see --allow-config-change)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="--resume although the model config or settings differ from the checkpoint's")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out already holds a run: move its files aside to OUT/replaced-<time>/")
+    p.add_argument("--keep", type=int, default=None,
+                   help="also keep OUT/step-<N>.pt of the last K checkpoints (default: last.pt only)")
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tb")
@@ -147,7 +162,8 @@ def cmd_pretrain(args):
     from .train import init_distributed, train
     rank, world = init_distributed()
     torch.manual_seed(args.seed)
-    if args.resume and not args.checkpoint:  # the run's own model, whatever --model says
+    # resume: the run's own model, unless --model/--overrides are given (then compared)
+    if args.resume and not args.checkpoint and not {"model", "overrides"} & getattr(args, "given", set()):
         from .checkpoint import load_checkpoint
         model = load_checkpoint(args.resume, backend=args.backend)[0]
         if rank == 0:
@@ -161,7 +177,8 @@ def cmd_pretrain(args):
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
                 ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
-                compile=args.compile, tensorboard=args.tensorboard)
+                compile=args.compile, tensorboard=args.tensorboard, keep=args.keep,
+                allow_config_change=args.allow_config_change)
     if rank == 0:
         _save_loss_curves(args.out)
         print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
@@ -261,6 +278,14 @@ def _layout_or_none(root):
         return "(unknown)"
 
 
+def _first_frame(path):
+    """An image file, or the first frame of a frame folder or video: uint8 (H, W, 3)."""
+    from .data.io import IMAGE_EXTS, read_frames, read_image
+    if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTS):
+        return read_image(path)
+    return read_frames(path, [0])[0]
+
+
 def cmd_visualize(args):
     import numpy as np
     import torch
@@ -270,7 +295,7 @@ def cmd_visualize(args):
     model = _model_from(args).eval()
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(
-        [read_frames(args.frame_a)[0], read_frames(args.frame_b)[0]])
+        [_first_frame(args.frame_a), _first_frame(args.frame_b)])
     if len(frames) < 2:
         from .data.io import DataError
         raise DataError(f"{args.clip}: {len(frames)} frame; visualize needs a clip of at least 2 "
@@ -419,8 +444,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def main(argv=None):
     from .config import CONFIGS
     fmt = _HelpFormatter
-    p = argparse.ArgumentParser(prog="micronbert", description="μ-BERT with fused kernels",
-                                formatter_class=fmt)
+    p = _Parser(prog="micronbert", description="μ-BERT with fused kernels", formatter_class=fmt)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     models = sorted(CONFIGS)
     datasets = ("casme2", "samm", "smic", "casme3", "synthetic")
@@ -536,47 +561,57 @@ def main(argv=None):
     v.add_argument("--clip", default=None, help="a video or frame folder (maps of every frame vs the first)")
     v.add_argument("--frame-a", default=None, help="earlier frame (image file or folder)")
     v.add_argument("--frame-b", default=None, help="later frame")
-    v.add_argument("--fps", type=int, default=10, help="frame rate of the MP4")
+    v.add_argument("--fps", type=int, default=10, help="frame rate of the MP4 (a positive integer)")
     v.add_argument("--out", required=True, help="output folder")
 
+    from . import runs
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for sp in sub.choices.values():  # --debug after the command too
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
     args = p.parse_args(argv)
     if args.cmd is None:  # no command: the command list
         p.print_help()
         return 0
-    if getattr(args, "warmup", 0) > getattr(args, "steps", 1 << 60):
-        print(f"[{args.cmd}] --warmup {args.warmup} is longer than --steps {args.steps}: "
-              f"capped at {args.steps}", file=sys.stderr)
-        args.warmup = args.steps
-    if getattr(args, "config", None):
-        with open(args.config) as f:
-            conf = json.load(f)
-        defaults = p.parse_args([args.cmd, "--data", "x", "--out", "x"])
-        for k, val in conf.items():
-            key = k.replace("-", "_")
-            if not hasattr(args, key):
-                p.error(f"{args.config}: unknown setting {k!r}")
-            if getattr(args, key) == getattr(defaults, key):  # flags given on the line win
-                setattr(args, key, val)
-    if args.cmd == "spot" and bool(args.video) == bool(args.data):
-        p.error("spot needs --video V, or --data DIR with --dataset")
-    if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
-        p.error("visualize needs --clip, or --frame-a and --frame-b")
-    run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
-           "finetune": cmd_evaluate, "visualize": cmd_visualize, "spot": cmd_spot}[args.cmd]
     try:
-        run(args)
-    except ModuleNotFoundError as e:  # a lean install: name the extra that brings it
-        extra = _EXTRAS.get((e.name or "").split(".")[0])
-        if extra is None:
+        runs.apply_config_file(sub.choices[args.cmd], args, argv[argv.index(args.cmd) + 1:])
+        runs.check_flags(args)
+        if getattr(args, "warmup", 0) > getattr(args, "steps", 1 << 60):  # cosine_lr caps it
+            print(f"[{args.cmd}] --warmup {args.warmup} is longer than --steps {args.steps}: "
+                  f"capped at {args.steps}", file=sys.stderr)
+        if args.cmd == "spot" and bool(args.video) == bool(args.data):
+            raise runs.UsageError("spot needs --video V, or --data DIR with --dataset")
+        if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
+            raise runs.UsageError("visualize needs --clip, or --frame-a and --frame-b")
+        runs.check_writable(args.out)  # every command has --out: fail now, not after the work
+        run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
+               "finetune": cmd_evaluate, "visualize": cmd_visualize, "spot": cmd_spot}[args.cmd]
+        with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files
+            run(args)
+    except KeyboardInterrupt:
+        if args.debug:
             raise
-        p.exit(1, f"micronbert {args.cmd}: needs the Python module {e.name!r}, which the "
-                  f"lean install leaves out: pip install 'micronbert-fused[{extra}]'\n")
+        print("micronbert: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except Exception as e:  # one line; --debug: the traceback
+        if args.debug:
+            raise
+        print(f"micronbert: error: {runs.error_line(e, _EXTRAS)}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, runs.UsageError) else 1)
     return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # modules of the optional extras (setup.py) -> the extra that installs them
 _EXTRAS = {"av": "cli", "cv2": "cli", "pandas": "cli", "openpyxl": "cli", "PIL": "cli",
-           "skimage": "cli", "scipy": "cli", "tqdm": "cli", "matplotlib": "cli", "nvidia": "dali"}
+           "skimage": "cli", "scipy": "cli", "tqdm": "cli", "matplotlib": "cli", "nvidia": "dali",
+           "tensorboard": "tensorboard"}
 
 
 if __name__ == "__main__":

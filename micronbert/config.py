@@ -1,6 +1,8 @@
 """Configuration of μ-BERT: one dataclass, named configs, ``create_model``."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional, Tuple, Union
 
@@ -66,9 +68,10 @@ class MicronBERTConfig:
     diag_change: Optional[float] = None  # None: diag_tol (nothing left out)
 
     def __post_init__(self):
-        if isinstance(self.img_size, int):
+        if isinstance(self.img_size, numbers.Integral):
             self.img_size = (self.img_size, self.img_size)
-        self.img_size = tuple(int(s) for s in self.img_size)
+        self.img_size = tuple(self.img_size)
+        self._check_sizes()
         self.crop_scale = tuple(self.crop_scale)
         self.pixel_mean, self.pixel_std = tuple(self.pixel_mean), tuple(self.pixel_std)
         if len(self.pixel_mean) != self.in_chans or len(self.pixel_std) != self.in_chans:
@@ -77,7 +80,11 @@ class MicronBERTConfig:
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads or self.embed_dim % self.dma_heads:
-            raise ValueError("embed_dim must be divisible by num_heads and dma_heads")
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads "
+                             f"({self.num_heads}) and dma_heads ({self.dma_heads})")
+        if self.has_decoder and self.decoder_embed_dim % self.decoder_num_heads:
+            raise ValueError(f"decoder_embed_dim ({self.decoder_embed_dim}) must be divisible by "
+                             f"decoder_num_heads ({self.decoder_num_heads})")
         choices = {"dma_role": ("paper", "official"), "poi_mask": ("none", "gate", "soft", "hard"),
                    "poi_loss": ("dino", "mse", "none"), "mask_type": ("block", "random"),
                    "diag_target": ("swap", "match"), "dma_init": ("xavier", "identity")}
@@ -86,6 +93,34 @@ class MicronBERTConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    # sizes: integers >= 1 (decoder_depth >= 0); rates and scales: finite and positive
+    _POSITIVE_INTS = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
+                      "decoder_num_heads", "dma_heads", "dino_out_dim", "dino_hidden_dim",
+                      "dino_bottleneck_dim")
+    _POSITIVE_FLOATS = ("mlp_ratio", "norm_eps", "student_temp", "teacher_temp")
+
+    def _check_sizes(self):
+        """Sizes are positive integers (NumPy integers are taken as ints), so that no bad
+        value reaches a division: each failure names the field."""
+        def whole(name, v, low):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+            return int(v)
+        if len(self.img_size) != 2:
+            raise ValueError(f"img_size must be an int or (height, width), got {self.img_size!r}")
+        self.img_size = tuple(whole("img_size", s, 1) for s in self.img_size)
+        for name in self._POSITIVE_INTS:
+            setattr(self, name, whole(name, getattr(self, name), 1))
+        self.decoder_depth = whole("decoder_depth", self.decoder_depth, 0)
+        for name in self._POSITIVE_FLOATS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("swap_ratio", "poi_quantile", "center_momentum"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
 
     @property
     def grid(self) -> Tuple[int, int]:

@@ -90,10 +90,12 @@ def _gb(x) -> str:
 
 
 def check_fits(model, batch: int, device, elem_bytes: int = 4, model_name: str = None,
-               available=None, where: str = "free", log=sys.stderr) -> int:
+               available=None, where: str = "free", log=None) -> int:
     """Refuse (MemoryError with the estimate, the free memory and the flags that lower it)
     when a training step of ``model`` at micro-batch ``batch`` cannot fit; returns the
-    estimate. ``available`` (bytes, described by ``where``) overrides the measured free memory."""
+    estimate. ``available`` (bytes, described by ``where``) overrides the measured free memory.
+    ``log``: where the estimate is printed (None: sys.stderr as it is at the call)."""
+    log = log or sys.stderr
     need = estimate_training_bytes(model, batch, elem_bytes)
     if available is None:
         available, where = available_bytes(device)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
@@ -24,10 +25,14 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import config_from_dict, load_state_dict_strict, read_checkpoint, save_checkpoint
+from .runs import (FREE, keep_step_copy, non_finite, run_settings, settings_diff,
+                   truncate_log)
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_lr: float = 0.0) -> float:
+    """Linear warm-up (at most ``total`` steps long), then a cosine from ``base_lr`` to ``min_lr``."""
+    warmup = min(warmup, total)
     if step < warmup:
         return base_lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -61,7 +66,11 @@ LOSSES = ("loss", "rec_loss", "poi_loss", "diag_loss")
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """A non-finite loss or non-finite weights: the run stops, naming its last good checkpoint."""
+
+
+class ConfigMismatch(ValueError):
+    """``resume`` with settings that differ from the checkpoint's (listed)."""
 
 
 def dist_info():
@@ -95,6 +104,16 @@ class TrainConfig:
     compile: bool = False
     tensorboard: bool = False
     stop_after: Optional[int] = None  # end early (as if killed) after this many steps
+    keep: Optional[int] = None  # also keep OUT/step-<step>.pt of the last `keep` checkpoints
+
+    def __post_init__(self):
+        for name, low in (("steps", 0), ("warmup", 0), ("accum", 1), ("ckpt_every", 1),
+                          ("stop_after", 1), ("keep", 1)):
+            v = getattr(self, name)
+            if v is None and name in ("stop_after", "keep"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
 class Run:
@@ -107,24 +126,60 @@ class Run:
         self.net, self.start, self.it = model, 0, None
         self.amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tc.bf16
                     else nullcontext())
-        self.ckpt_path = os.path.join(out_dir, "last.pt")
+        self.ckpt_path = os.path.join(out_dir, "last.pt")  # the last good (confirmed) checkpoint
+        # a checkpoint is saved to `pending.pt` and becomes last.pt once the step after it
+        # gives a finite loss (the end of the run's is final at once): so after a divergence
+        # last.pt is never the very weights whose loss was not finite
+        self.pending_path = os.path.join(out_dir, "pending.pt")
+        self.pending: Optional[int] = None  # the step count of pending.pt
+        self.good_step: Optional[int] = None  # the step count of last.pt, when known
         self.log = self.tb = None
 
 
+def check_resume(ck: dict, model, tc: TrainConfig, loader, path: str,
+                 allow_config_change: bool = False) -> None:
+    """Compare a checkpoint's model config and run settings with this run's; a difference
+    that changes the math raises ConfigMismatch listing them all (unless allowed). A new
+    ``steps`` is allowed: the cosine schedule is stretched from the resumed step."""
+    m = getattr(model, "module", model)
+    diff = [f"model.{d}" for d in settings_diff(config_from_dict(ck["config"], path).to_dict(),
+                                                m.config.to_dict())]
+    saved = ck.get("run") or {"steps": ck.get("steps")}
+    now = run_settings(tc, loader)
+    diff += settings_diff(saved, now, free=FREE)
+    if saved.get("steps") not in (None, tc.steps) and dist_info()[0] == 0:
+        print(f"[pretrain] {path}: steps {saved['steps']} -> {tc.steps}: the schedule (warm-up, "
+              f"cosine) is stretched from step {ck.get('step')}", file=sys.stderr)
+    if diff and not allow_config_change:
+        raise ConfigMismatch(f"{path}: resuming with settings that differ from the checkpoint's "
+                             f"({'; '.join(diff)}); give the same flags, or pass "
+                             f"--allow-config-change (allow_config_change=True) to resume anyway")
+
+
 def setup_run(model, loader, tc: TrainConfig, out_dir: str, resume: Optional[str] = None,
-              device: Optional[str] = None) -> Run:
-    """Move the model, build the optimiser, restore a checkpoint, wrap DDP / compile, open logs."""
+              device: Optional[str] = None, allow_config_change: bool = False) -> Run:
+    """Move the model, build the optimiser, restore a checkpoint (its settings checked),
+    wrap DDP / compile, open logs (on resume cut to the resumed step)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        b, w = getattr(loader, "batch_size", "?"), getattr(loader, "world", 1)
+        raise ValueError(f"the loader has no full batch per epoch: samples_per_epoch "
+                         f"{getattr(loader, 'samples_per_epoch', '?')} < batch {b} x {w} process(es); "
+                         f"raise --samples-per-epoch or lower --batch")
     model.to(device)
     run = Run(model, loader, tc, out_dir, device)
     if resume:
-        _, ck = load_checkpoint(resume, map_location=device, model=model)
+        ck = read_checkpoint(resume, map_location=device)
+        check_resume(ck, model, tc, loader, resume, allow_config_change)
+        load_state_dict_strict(model, ck["model"], resume)
         run.opt.load_state_dict(ck["optimizer"])
         loader.load_state_dict(ck["loader"])
         torch.set_rng_state(ck["rng"]["torch"])
         if device == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ck["rng"]["cuda"])
         run.start = ck["step"]
+        if os.path.abspath(resume) == os.path.abspath(run.ckpt_path):
+            run.good_step = run.start
     if run.world > 1:
         run.net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.cuda.current_device()] if device == "cuda" else None,
@@ -133,7 +188,10 @@ def setup_run(model, loader, tc: TrainConfig, out_dir: str, resume: Optional[str
         run.net = torch.compile(run.net)
     os.makedirs(out_dir, exist_ok=True)
     if run.rank == 0:
-        run.log = open(os.path.join(out_dir, "log.jsonl"), "a")
+        log = os.path.join(out_dir, "log.jsonl")
+        if resume:  # the steps after the checkpoint are run again: their old records go
+            truncate_log(log, run.start)
+        run.log = open(log, "a" if resume else "w")
         if tc.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             run.tb = SummaryWriter(os.path.join(out_dir, "tb"))
@@ -169,32 +227,78 @@ def train_step(run: Run, step: int) -> dict:
         dist.all_reduce(sums)
     means = dict(zip(LOSSES, (sums[:-1] / sums[-1]).tolist()))
     if not math.isfinite(means["loss"]):
-        last_good = run.ckpt_path if os.path.exists(run.ckpt_path) else "none"
-        raise NonFiniteLoss(f"non-finite loss ({means['loss']}) at step {step}: stopping; the "
-                            f"last good checkpoint is {last_good}")
+        raise NonFiniteLoss(f"non-finite loss ({means['loss']}) at step {step}: stopping; "
+                            + _last_good(run))
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     run.model.update_teacher(ema_momentum(step, tc.steps, tc.ema))
     return means
 
 
-def save_run(run: Run, done: int):
-    """Checkpoint after ``done`` steps (rank 0 writes, atomically; the others wait)."""
+def _last_good(run: Run) -> str:
+    if not os.path.exists(run.ckpt_path):
+        return "no good checkpoint was written: start again with a lower --lr"
+    at = f" (after step {run.good_step})" if run.good_step is not None else ""
+    return (f"the last good checkpoint is {run.ckpt_path}{at}: resume from it with a lower "
+            f"--lr (and --allow-config-change)")
+
+
+def save_run(run: Run, done: int, final: bool = False):
+    """Checkpoint after ``done`` steps (rank 0 writes, atomically; the others wait).
+
+    Every rank first checks that the weights and the optimiser state are finite
+    (NonFiniteLoss if not). A ``final`` checkpoint (the run's end) becomes ``last.pt`` at
+    once; any other goes to ``pending.pt`` until ``confirm`` (the next step's loss is finite).
+    """
+    bad = non_finite(run.model, run.opt)
+    if bad:
+        discard_pending(run)
+        raise NonFiniteLoss(f"non-finite weights or optimiser state after step {done} "
+                            f"({', '.join(bad)}): stopping; " + _last_good(run))
     if run.rank == 0:
         cuda_rng = torch.cuda.get_rng_state() if run.device == "cuda" else None
-        save_checkpoint(run.ckpt_path, run.model, optimizer=run.opt.state_dict(), step=done,
+        save_checkpoint(run.ckpt_path if final else run.pending_path, run.model,
+                        optimizer=run.opt.state_dict(), step=done,
                         loader=run.loader.state_dict(), steps=run.tc.steps,
+                        run=run_settings(run.tc, run.loader),
                         rng={"torch": torch.get_rng_state(), "cuda": cuda_rng})
+        if final:
+            discard_pending(run)
+            _promoted(run, done)
+        else:
+            run.pending = done
     if run.world > 1:
         dist.barrier()
+
+
+def _promoted(run: Run, done: int):
+    run.good_step = done
+    keep_step_copy(run.ckpt_path, done, run.tc.keep)
+
+
+def confirm(run: Run):
+    """The pending checkpoint's weights gave a finite loss: it becomes ``last.pt``."""
+    if run.pending is not None:
+        os.replace(run.pending_path, run.ckpt_path)
+        done, run.pending = run.pending, None
+        _promoted(run, done)
+
+
+def discard_pending(run: Run):
+    if run.pending is not None and os.path.exists(run.pending_path):
+        os.remove(run.pending_path)
+    run.pending = None
 
 
 def log_step(run: Run, step: int, means: dict, sec: float) -> dict:
     rec = {"step": step, **means, "lr": run.opt.param_groups[0]["lr"], "sec": sec,
            "epoch": run.loader.epoch}
     if run.log:
-        run.log.write(json.dumps(rec) + "\n")
-        run.log.flush()
+        try:
+            run.log.write(json.dumps(rec) + "\n")
+            run.log.flush()
+        except OSError as e:  # a full disk: name the file
+            raise OSError(e.errno, e.strerror, run.log.name) from e
     if run.tb:
         for k in LOSSES + ("lr",):
             run.tb.add_scalar(k, rec[k], step)
@@ -202,12 +306,15 @@ def log_step(run: Run, step: int, means: dict, sec: float) -> dict:
 
 
 def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
-          progress: bool = True, device: Optional[str] = None, **hparams):
+          progress: bool = True, device: Optional[str] = None, allow_config_change: bool = False,
+          **hparams):
     """Pre-train ``model`` on ``loader`` (a PairLoader) for ``steps`` optimiser steps.
 
     ``hparams`` are TrainConfig's fields. Checkpoints go to ``out_dir/last.pt`` (atomically)
-    every ``ckpt_every`` steps and at the end; ``resume`` continues exactly from such a file.
-    Returns the log records.
+    every ``ckpt_every`` steps and at the end, each verified finite and, but for the last,
+    confirmed by a finite loss of the step after it; ``resume`` continues exactly from such
+    a file, with the same settings unless ``allow_config_change``. ``out_dir/log.jsonl``
+    holds this run's records (cut to the resumed step on resume). Returns the log records.
     """
     from tqdm import tqdm
 
@@ -215,7 +322,7 @@ def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
     if set(hparams) - known:
         raise TypeError(f"unknown training settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
     tc = TrainConfig(steps=steps, **hparams)
-    run = setup_run(model, loader, tc, out_dir, resume, device)
+    run = setup_run(model, loader, tc, out_dir, resume, device, allow_config_change)
     records = []
     model.train()
     bar = tqdm(range(run.start, steps), desc="pretrain", disable=not progress or run.rank != 0,
@@ -224,14 +331,26 @@ def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
         for step in bar:
             t0 = time.perf_counter()
             means = train_step(run, step)
+            if run.rank == 0:
+                confirm(run)
             records.append(log_step(run, step, means, time.perf_counter() - t0))
             bar.set_postfix(loss=f"{means['loss']:.4f}", rec=f"{means['rec_loss']:.4f}")
             done = step + 1
-            if done % tc.ckpt_every == 0 or done == steps or done == tc.stop_after:
-                save_run(run, done)
+            final = done == steps or done == tc.stop_after
+            if done % tc.ckpt_every == 0 or final:
+                save_run(run, done, final=final)
             if tc.stop_after and done >= tc.stop_after:
                 break
+    except NonFiniteLoss:
+        if run.rank == 0:
+            discard_pending(run)  # its own weights gave the non-finite loss
+        raise
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the pending checkpoint is finite
+        if run.rank == 0 and run.pending is not None:
+            confirm(run)
+        raise
     finally:
+        bar.close()  # ends its line, so that an error message starts on a line of its own
         for f in (run.log, run.tb):
             if f:
                 f.close()

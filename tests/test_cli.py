@@ -112,12 +112,15 @@ def test_help_documents_on_error_finetune_and_memory_check(capsys):
     assert "a linear probe" in capsys.readouterr().out
 
 
-def test_a_warmup_longer_than_the_run_is_capped(monkeypatch, capsys):
+def test_a_warmup_longer_than_the_run_is_capped(monkeypatch, capsys, tmp_path):
     import micronbert.cli as cli
+    from micronbert.train import cosine_lr
     seen = []
     monkeypatch.setattr(cli, "cmd_pretrain", seen.append)
-    assert main(["pretrain", "--data", "d", "--out", "o", "--steps", "3"]) == 0
-    assert seen[0].warmup == 3 and "--warmup 50 is longer than --steps 3" in capsys.readouterr().err
+    assert main(["pretrain", "--data", "d", "--out", str(tmp_path / "o"), "--steps", "3"]) == 0
+    assert "--warmup 50 is longer than --steps 3" in capsys.readouterr().err
+    # the flag stays as given (a resume compares it), the schedule caps it: peak at the last step
+    assert seen[0].warmup == 50 and cosine_lr(2, 3, 1.0, seen[0].warmup) == 1.0
 
 
 def test_memory_guard_refuses_what_cannot_fit_and_names_the_flags(tmp_path, capsys, monkeypatch):

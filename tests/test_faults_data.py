@@ -279,7 +279,7 @@ def test_visualize_one_frame_clip_is_a_clear_error(tmp_path):
     clip = _clip(tmp_path / "one", numbers=[1], size=32)
     with pytest.raises(DataError, match="one: 1 frame; visualize needs a clip of at least 2"):
         main(["visualize", "--model", "micronbert_tiny", "--clip", clip, "--out", str(tmp_path / "o"),
-              "--backend", "reference"])
+              "--backend", "reference", "--debug"])  # --debug: the exception, not its one line
 
 
 # ---------------------------------------------------------------- 6. property test

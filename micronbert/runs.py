@@ -1,0 +1,427 @@
+"""Run folders that lose nothing, and flags checked before any work starts.
+
+- ``check_writable``: an output folder is made and probed at the start of every command,
+  so a read-only folder fails at once, not at the first checkpoint or after the work.
+- ``claim_run_folder``: what ``micronbert pretrain`` does before it trains: takes the
+  folder's lock (``OUT/.lock``, created with O_EXCL, the pid inside, removed at exit; a
+  lock of a pid that no longer runs is reported and replaced), refuses a folder that
+  already holds a run unless ``--resume`` or ``--overwrite`` is given (``--overwrite``
+  moves the old run's files aside into ``OUT/replaced-<UTC time>/``; nothing is deleted),
+  and removes the ``.tmp-*.pt`` files of a save that was killed.
+- ``truncate_log``: on resume, ``log.jsonl`` keeps the steps before the resumed one only.
+- ``non_finite``: the parameters, buffers and optimiser state that are not finite (a
+  checkpoint is written only when there are none).
+- ``keep_step_copy``: ``--keep K``: ``OUT/step-<step>.pt`` of the last K checkpoints.
+- ``run_settings`` / ``settings_diff``: what a checkpoint records of the run and what a
+  resume changes.
+- ``check_flags``: the CLI's numeric flags (from the line or ``--config``), one clear
+  error each.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked: the message names it and what to do."""
+
+
+class UsageError(ValueError):
+    """A flag with a value that cannot work: the message names the flag."""
+
+
+RUN_FILES = ("last.pt", "pending.pt", "log.jsonl", "tb", "step-*.pt")
+LOCK = ".lock"
+
+
+# ------------------------------------------------------------------ folders
+def _first_missing(folder: str) -> Optional[str]:
+    """The outermost folder of ``folder``'s path that does not exist yet (None: it exists)."""
+    folder, missing = os.path.abspath(folder), None
+    while not os.path.exists(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
+
+
+def _remove_empty(folder: str, up_to: Optional[str]) -> None:
+    """Remove ``folder`` and its parents up to ``up_to`` (included) while they are empty."""
+    if up_to is None:
+        return
+    folder = os.path.abspath(folder)
+    while True:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+        if folder == up_to or len(folder) <= len(up_to):
+            return
+        folder = os.path.dirname(folder)
+
+
+def check_writable(folder: str, flag: str = "--out") -> None:
+    """Write (then remove) a probe file in ``folder``; fail with one line if that cannot be
+    done. Folders made for the probe are removed again (the command makes them when it writes)."""
+    made = _first_missing(folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise RunError(f"{flag} {folder}: the output folder is not writable ({e.strerror or e}); "
+                       f"choose another {flag} or make it writable") from e
+    finally:
+        _remove_empty(folder, made)
+
+
+def holds_run(folder: str) -> List[str]:
+    """The files of an earlier run in ``folder`` (its run files, sorted)."""
+    return sorted(os.path.relpath(p, folder) for pat in RUN_FILES
+                  for p in glob.glob(os.path.join(folder, pat)))
+
+
+def remove_stale_tmp(folder: str) -> List[str]:
+    """Remove the temporary files of interrupted saves (``.tmp-*.pt``); returns them."""
+    stale = sorted(glob.glob(os.path.join(folder, ".tmp-*.pt")))
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+    return stale
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class RunLock:
+    """``OUT/.lock``, created with O_EXCL: one run at a time writes a folder.
+
+    The file holds ``{"pid", "host", "started"}``. A lock of this host whose pid no longer
+    runs is stale: it is reported on stderr and replaced. ``release`` removes it (only if it
+    is still ours).
+    """
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, LOCK)
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self._read()
+                pid, host = other.get("pid"), other.get("host")
+                if host not in (None, me["host"]) or (isinstance(pid, int) and _pid_alive(pid)):
+                    where = f"pid {pid}" + (f" on {host}" if host != me["host"] else "")
+                    raise RunError(f"{os.path.dirname(self.path)} is in use by another run ({where}, "
+                                   f"lock {self.path}); wait for it to end, choose another --out, or "
+                                   f"delete the lock if that run is gone")
+                print(f"micronbert: removing the stale lock {self.path} of pid {pid} "
+                      f"(not running)", file=sys.stderr)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise RunError(f"{self.path}: could not take the lock (another run keeps taking it)")
+
+    def _read(self) -> dict:
+        try:
+            with open(self.path) as f:
+                d = json.load(f)
+            return d if isinstance(d, dict) else {}
+        except (OSError, ValueError):
+            return {}  # unreadable or half-written: treated as stale
+
+    def release(self):
+        if self.held and self._read().get("pid") == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+        self.held = False
+
+
+def _raise_on_sigterm(signum, frame):  # so that `finally` blocks run: the lock, temp files
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool = False,
+                     rank: int = 0):
+    """The run folder of ``pretrain``, held for the run (see the module's docstring).
+
+    Rank 0 takes the lock and checks the folder; the other ranks of a DDP run only wait
+    inside. SIGTERM becomes SystemExit while it is held, so the lock and an interrupted
+    save's temporary file are removed.
+    """
+    if rank != 0:
+        yield None
+        return
+    check_writable(folder)
+    made = _first_missing(folder)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        lock = RunLock(folder).acquire()
+    except BaseException:
+        _remove_empty(folder, made)
+        raise
+    old_term = None
+    try:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        old = holds_run(folder)
+        if old and not resume:
+            if not overwrite:
+                raise RunError(f"{folder} already holds a run ({', '.join(old[:4])}"
+                               f"{', ...' if len(old) > 4 else ''}): pass --resume "
+                               f"{os.path.join(folder, 'last.pt')} to continue it, --overwrite to "
+                               f"move it aside and start afresh, or choose another --out")
+            aside = os.path.join(folder, "replaced-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+            os.makedirs(aside, exist_ok=True)
+            for name in old:
+                shutil.move(os.path.join(folder, name), os.path.join(aside, name))
+            print(f"micronbert: --overwrite: moved the earlier run's {', '.join(old)} to {aside}",
+                  file=sys.stderr)
+        stale = remove_stale_tmp(folder)
+        if stale:
+            print(f"micronbert: removed {len(stale)} temporary file(s) of an interrupted save: "
+                  f"{', '.join(os.path.basename(s) for s in stale)}", file=sys.stderr)
+        yield lock
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        lock.release()
+        _remove_empty(folder, made)  # a run refused before it wrote anything leaves no folder
+
+
+def run_folder(args):
+    """The command's hold on its ``--out``: ``claim_run_folder`` for ``pretrain`` (rank 0 of
+    a torchrun job, from RANK), nothing for the other commands."""
+    if getattr(args, "cmd", None) != "pretrain":
+        return contextlib.nullcontext()
+    return claim_run_folder(args.out, args.resume, args.overwrite, int(os.environ.get("RANK", "0")))
+
+
+# ------------------------------------------------------------------ logs and checkpoints
+def truncate_log(path: str, step: int) -> int:
+    """Keep the records of ``path`` (JSON lines) with ``step`` < ``step`` (and drop a line cut
+    by a kill); atomically. Returns the number of records dropped."""
+    if not os.path.exists(path):
+        return 0
+    kept, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                keep = int(rec["step"]) < step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
+
+
+def non_finite(model, optimizer=None, most: int = 5) -> List[str]:
+    """Names of the parameters, buffers and optimiser state tensors that hold a NaN or an
+    infinity (at most ``most``; empty when everything is finite)."""
+    import torch
+    bad = []
+    tensors = list(model.state_dict().items())
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                for k, v in optimizer.state.get(p, {}).items():
+                    tensors.append((f"optimizer[{names.get(id(p), '?')}].{k}", v))
+    for name, t in tensors:
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append(name)
+            if len(bad) >= most:
+                break
+    return bad
+
+
+def keep_step_copy(last: str, step: int, keep: Optional[int]) -> None:
+    """``--keep K``: ``step-<step>.pt`` beside ``last`` (a hard link where the file system
+    allows, else a copy), and only the K newest of them."""
+    if not keep:
+        return
+    folder = os.path.dirname(last)
+    dst = os.path.join(folder, f"step-{step:07d}.pt")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(dst)
+    try:
+        os.link(last, dst)
+    except OSError:
+        shutil.copyfile(last, dst)
+    for old in sorted(glob.glob(os.path.join(folder, "step-*.pt")))[:-keep]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(old)
+
+
+# run settings (run_settings) a resume may change without --allow-config-change
+FREE = ("steps",)  # a longer (or shorter) run: the cosine schedule is stretched from here
+
+
+def run_settings(tc, loader) -> Dict:
+    """The settings of a run that a resume must match (``train``'s config and the loader's)."""
+    g = lambda k: getattr(loader, k, None)  # noqa: E731
+    batch = g("batch_size")
+    return {"lr": tc.lr, "min_lr": tc.min_lr, "warmup": tc.warmup, "weight_decay": tc.weight_decay,
+            "accum": tc.accum, "ema": tc.ema, "bf16": tc.bf16,
+            "global_batch": batch * (g("world") or 1) if batch else None,
+            "delta": list(g("delta")) if g("delta") is not None else None, "seed": g("seed"),
+            "samples_per_epoch": g("samples_per_epoch"),
+            "clips": len(g("clips")) if g("clips") is not None else None,
+            "face_crop": bool(g("face_cache")), "steps": tc.steps}
+
+
+def settings_diff(saved: Dict, now: Dict, free=()) -> List[str]:
+    """``"name: saved -> now"`` for each setting present in both that differs (not ``free``)."""
+    out = []
+    for k in now:
+        if k in free or k not in saved:
+            continue
+        a, b = saved[k], now[k]
+        if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+            a, b = (list(x) if isinstance(x, (list, tuple)) else x for x in (a, b))
+        if a != b:
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+# ------------------------------------------------------------------ flags
+_POSITIVE_INT = ("steps", "batch", "accum", "ckpt_every", "keep", "samples_per_epoch", "head_epochs",
+                 "size", "subjects", "clips_per_class", "held_out", "workers", "corpus_clips",
+                 "videos_per_subject", "k", "flow_size")
+_POSITIVE_NUMBER = ("fps", "seconds")  # int or float flags
+_NONNEG_INT = ("warmup", "prefetch", "corpus_faces")
+_NONNEG_FLOAT = ("min_lr", "weight_decay")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_flags(args) -> None:
+    """The numeric flags of a command, whether from the line or from ``--config``: a value
+    that cannot work is one UsageError naming the flag."""
+    def isint(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for k in _POSITIVE_INT + _NONNEG_INT:
+        v = getattr(args, k, None)
+        if v is None:
+            continue
+        low = 1 if k in _POSITIVE_INT else 0
+        if not isint(v) or v < low:
+            raise UsageError(f"{_flag(k)} {v!r}: must be an integer >= {low}")
+    for k in _POSITIVE_NUMBER:
+        v = getattr(args, k, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v) or v <= 0):
+            raise UsageError(f"{_flag(k)} {v!r}: must be a number > 0")
+    for k in _NONNEG_FLOAT + ("lr", "ema"):
+        v = getattr(args, k, None)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
+                or (k == "lr" and v == 0) or (k == "ema" and v > 1):
+            need = {"lr": "a finite number > 0", "ema": "a number in [0, 1]"}.get(k, "a finite number >= 0")
+            raise UsageError(f"{_flag(k)} {v!r}: must be {need}")
+    delta = getattr(args, "delta", None)
+    if delta is not None:
+        if len(delta) != 2 or not all(isint(d) for d in delta) or not 1 <= delta[0] <= delta[1]:
+            raise UsageError(f"--delta {' '.join(map(str, delta))}: needs two integers 1 <= MIN <= MAX")
+    spe, batch = getattr(args, "samples_per_epoch", None), getattr(args, "batch", None)
+    if spe is not None and batch is not None and spe < batch:
+        raise UsageError(f"--samples-per-epoch {spe} is smaller than --batch {batch}: an epoch "
+                         f"would hold no batch; raise --samples-per-epoch or lower --batch")
+    if getattr(args, "tensorboard", False):
+        import importlib.util
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UsageError("--tensorboard needs the package tensorboard: "
+                             "pip install 'micronbert-fused[tensorboard]' (or drop --tensorboard)")
+
+
+def given_flags(parser, argv: List[str]) -> set:
+    """The dests of the flags actually written in ``argv`` (a parse with no defaults), so
+    that ``--config`` fills only what the line left out, even where a flag equals its default."""
+    import argparse
+    missing = object()
+    ns = argparse.Namespace(**{a.dest: missing for a in parser._actions if a.dest != "help"})
+    parser.parse_known_args(argv, namespace=ns)
+    return {k for k, v in vars(ns).items() if v is not missing}
+
+
+def apply_config_file(parser, args, argv: List[str]) -> None:
+    """``--config FILE`` (JSON of flag values) fills the flags that ``argv`` (the command's
+    own arguments) does not give: flags win, even where one equals its default. Sets
+    ``args.given`` (the dests written on the line)."""
+    args.given = given_flags(parser, argv)
+    path = getattr(args, "config", None)
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            conf = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--config {path}: cannot read it as JSON ({e})") from e
+    if not isinstance(conf, dict):
+        raise UsageError(f"--config {path}: needs a JSON object of flag values, got {type(conf).__name__}")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "debug")}
+    for k, val in conf.items():
+        key = k.replace("-", "_")
+        if key not in actions:
+            raise UsageError(f"--config {path}: unknown setting {k!r}; known: {', '.join(sorted(actions))}")
+        choices = actions[key].choices
+        if choices is not None and val not in choices:
+            raise UsageError(f"--config {path}: {k} {val!r} is not one of {', '.join(map(str, choices))}")
+        if key not in args.given:
+            setattr(args, key, val)
+
+
+# what a CLI error's one line says before its message, by kind: ours and the OS's name
+# the input themselves; anything else is unexpected and names its type
+_OWN = ("DataError", "CheckpointError", "RunError", "UsageError", "NonFiniteLoss", "ConfigMismatch")
+
+
+def error_line(e: BaseException, extras: Dict[str, str]) -> str:
+    """The one line (without the ``micronbert: error:`` prefix) that a CLI error prints.
+    ``extras``: top-level module -> the pip extra that installs it."""
+    msg = " ".join(str(e).split("\n")).strip()
+    if isinstance(e, ModuleNotFoundError):
+        extra = extras.get((e.name or "").split(".")[0])
+        where = f"pip install 'micronbert-fused[{extra}]'" if extra else f"pip install {e.name}"
+        return f"needs the Python module {e.name!r}, which this install leaves out: {where}"
+    if isinstance(e, (OSError, ValueError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
+        return msg or type(e).__name__
+    return f"{type(e).__name__}: {msg} (unexpected: rerun with --debug for the traceback)"
