@@ -2,7 +2,7 @@
 
 Per frame t, a motion score from a pair (frame t - k, frame t) of face crops:
 
-- ``ModelScorer``: μ-BERT's DMA micro-motion map ``1 - D / max(D)`` (DESIGN §1.3) of the
+- ``ModelScorer``: μ-BERT's DMA micro-motion map ``1 - D / max(D)`` (docs/method.md §3) of the
   pair, weighted by the PoI scores S of frame t: ``sum_i S_i (1 - D_i / max D)``;
 - ``FlowScorer``: an MDMD-style optical-flow score (MEGC 2020's baseline method): Farneback
   flow of the pair with the head's motion removed (global shift by phase correlation, then
