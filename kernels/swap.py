@@ -94,6 +94,8 @@ def _norm_vec(x, c, device, name):
         t = t.expand(c)
     if t.numel() != c:
         raise ValueError(f"{name} must have one value per channel ({c}), got {t.numel()}")
+    if torch.compiler.is_compiling():  # values are checked in eager (a graph cannot branch on them)
+        return t.to(device).contiguous()
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got {t.tolist()}")
     if name == "std" and bool((t == 0).any()):
