@@ -108,8 +108,23 @@ def cmd_evaluate(args):
     from .evaluate import evaluate
     model = _model_from(args)
     table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
-    res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs)
-    print(json.dumps({k: v for k, v in res.items() if k != "folds"}, indent=2))
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
+                   seed=args.seed, epochs=args.head_epochs)
+    from .finetune import results_table
+    print(results_table(res))
+    return res
+
+
+def cmd_finetune(args):
+    from .data.annotations import load_annotations
+    from .finetune import results_table, run_finetune
+    from .train import init_distributed
+    init_distributed()  # torchrun: the folds are dealt to the ranks
+    model = _model_from(args)
+    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    res = run_finetune(args, model, table)
+    if res is not None:
+        print(results_table(res))
     return res
 
 
@@ -222,7 +237,7 @@ def main(argv=None):
                                 formatter_class=fmt)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     models = sorted(CONFIGS)
-    datasets = ("casme2", "samm", "smic", "casme3", "synthetic")
+    datasets = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
 
     d = sub.add_parser("demo", formatter_class=fmt, help="end-to-end demo on synthetic micro-expressions of real faces (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder")
@@ -264,13 +279,16 @@ def main(argv=None):
         _add_train_flags(t)
 
     for name in ("evaluate", "finetune"):
-        e = sub.add_parser(name, formatter_class=fmt,
-                           help="LOSO evaluation: a linear head per fold on frozen encoder + DMA "
-                                "features" + (" (today the same as evaluate: a linear probe, not "
-                                              "end-to-end fine-tuning)" if name == "finetune" else ""))
-        e.add_argument("--data", required=True, help="dataset root")
+        e = sub.add_parser(name, formatter_class=fmt, help=(
+            "LOSO: encoder + DMA + head fine-tuned end to end per fold (torchrun: folds split "
+            "across ranks), beside baselines" if name == "finetune" else
+            "LOSO linear probe: a linear head per fold on frozen encoder + DMA features, "
+            "beside baselines"))
+        e.add_argument("--data", required=True,
+                       help="dataset root (megc2019: casme2=DIR,samm=DIR,smic=DIR)")
         e.add_argument("--dataset", default="casme2", choices=datasets,
-                       help="annotation layout (synthetic: what `micronbert synth` writes)")
+                       help="annotation layout (synthetic: what `micronbert synth` writes; "
+                            "megc2019: the composite of CASME II, SAMM and SMIC, 3 classes)")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--model", default="micronbert_s8", choices=models,
@@ -278,7 +296,14 @@ def main(argv=None):
         e.add_argument("--overrides", default=None, help="JSON of config overrides")
         _add_backend_flag(e)
         e.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
-        e.add_argument("--head-epochs", type=int, default=300, help="epochs of the head per fold")
+        e.add_argument("--head-epochs", type=int, default=300,
+                       help="epochs of the linear head per fold (probe and feature baselines)")
+        e.add_argument("--no-baselines", action="store_true",
+                       help="skip the pixel difference, optical flow and untrained-model baselines")
+        e.add_argument("--seed", type=int, default=0, help="seed of the folds' training and the untrained model")
+        if name == "finetune":
+            from .finetune import add_finetune_flags
+            add_finetune_flags(e)
         e.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                        help="unreadable clip or sheet row: stop with an error naming it, or skip it")
 
@@ -315,7 +340,7 @@ def main(argv=None):
     if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
         p.error("visualize needs --clip, or --frame-a and --frame-b")
     run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
-           "finetune": cmd_evaluate, "visualize": cmd_visualize}[args.cmd]
+           "finetune": cmd_finetune, "visualize": cmd_visualize}[args.cmd]
     try:
         run(args)
     except ModuleNotFoundError as e:  # a lean install: name the extra that brings it
