@@ -86,11 +86,11 @@ def loso_splits(subjects, labels, n_classes: int):
         assert not (set(subjects[train]) & {s}), "held-out subject in its training fold"
         present = sorted(set(y[train].tolist()))
         if len(present) < 2:
-            skipped.append({"subject": s, "n": int(test.sum()),
+            skipped.append({"subject": str(s), "n": int(test.sum()),
                             "reason": f"its training subjects hold {len(present)} class(es) "
                                       f"{present}: a head cannot be trained"})
             continue
-        splits.append({"subject": s, "train": train, "test": test})
+        splits.append({"subject": str(s), "train": train, "test": test})
     if not splits:
         raise DataError(f"no LOSO fold can be trained: {skipped}")
     for k in skipped:

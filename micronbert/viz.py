@@ -94,8 +94,8 @@ def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="chance UF1")
     ax.set_xticks(x, [n.replace("_", " ") for n in names], fontsize=8)
-    ax.set_ylim(0, 1.08)
-    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    ax.set_ylim(0, 1.25)
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
