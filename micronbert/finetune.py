@@ -231,6 +231,8 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     known = {f.name for f in fields(FinetuneConfig)}
     if set(hparams) - known:
         raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
+    if isinstance(hparams.get("aug"), dict):
+        hparams["aug"] = PairAugment(**hparams["aug"])
     cfg = FinetuneConfig(**hparams)
     if freeze:
         return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed, epochs=head_epochs)
