@@ -119,7 +119,9 @@ def cmd_finetune(args):
     from .data.annotations import load_annotations
     from .finetune import results_table, run_finetune
     from .train import init_distributed
+    import torch
     init_distributed()  # torchrun: the folds are dealt to the ranks
+    torch.manual_seed(args.seed)  # a named config without --checkpoint: the same init on every rank
     model = _model_from(args)
     table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
     res = run_finetune(args, model, table)
