@@ -4,7 +4,7 @@ held-out clips (onset -> apex) against their ground-truth motion masks.
   pixel difference     mean |I_apex - I_onset| per patch: no model, the easy upper line;
   token change         1 - cos(t_onset_i, t_apex_i) of the encoder's patch tokens: what
                        the encoder carries to DMA;
-  DMA map              the model's micro-motion map 1 - D / max(D) (DESIGN §1.3);
+  DMA map              the model's micro-motion map 1 - D / max(D) (docs/method.md §3);
   null-key probe        the diagonal of softmax_j over [300*cos(t_apex_i, t_onset_j)]_j plus
                        one extra "null" logit 300*(1 - 0.003) per row, on the same tokens:
                        an absolute match test instead of DMA's relative one

@@ -15,6 +15,7 @@ construction, and hands it down). Nothing here touches CUDA at import time.
 from __future__ import annotations
 
 import importlib
+import operator
 import os
 from typing import Optional
 
@@ -30,6 +31,20 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as a positive Python int: any integer (NumPy, a 0-d torch tensor) goes, a
+    float or a bool is a TypeError naming ``name``, zero or less a ValueError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
 
 
 def triton_unavailable_reason(t: Optional[torch.Tensor] = None, device=None) -> Optional[str]:

@@ -1,4 +1,4 @@
-"""Diagonal Micro-Attention (DMA), DESIGN §1.3 and §3.
+"""Diagonal Micro-Attention (DMA), docs/method.md §3, docs/kernels.md.
 
 Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
 
@@ -40,7 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backend import BACKENDS, check_backend, resolve_backend, triton_unavailable_reason  # noqa: F401
+from .backend import (BACKENDS, check_backend, positive_int, resolve_backend,  # noqa: F401
+                      triton_unavailable_reason)
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 512
@@ -53,12 +54,19 @@ def dma_ref(q, k, v, key_bias=None, query_gate=None, scale=None, upcast=False, n
     """Readable DMA: full attention matrix, then its diagonal.
 
     Args:
-        q, k, v: (B, H, N, d). key_bias, query_gate, null_logit: (B, H, N) or None.
+        q, k, v: (B, H, N, d). key_bias, query_gate, null_logit: (B, N), (B, H, N) or None,
+            checked as ``diagonal_micro_attention`` checks them.
         scale: defaults to d**-0.5. upcast: compute in fp32 (the accuracy
             reference for fp16/bf16 tests); otherwise in the inputs' dtype.
     Returns:
         O (B, H, N, d) in q's dtype (fp32 if upcast), D (B, H, N) fp32.
     """
+    key_bias, query_gate, null_logit = _check_inputs(q, k, v, key_bias, query_gate, null_logit)
+    return _dma_ref(q, k, v, key_bias, query_gate, scale, upcast, null_logit)
+
+
+def _dma_ref(q, k, v, key_bias, query_gate, scale, upcast=False, null_logit=None):
+    """``dma_ref`` on checked inputs (bias, gate, null: (B, H, N) fp32 or None)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     dtype = torch.float32 if upcast else q.dtype
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
@@ -190,8 +198,11 @@ def _dma_setup_context(ctx, inputs, output):
 
 def _dma_backward(ctx, do, dd, _dlse):
     q, k, v, bias, gate, null, lse, d = ctx.saved_tensors
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (do, dd)):
-        raise RuntimeError("diagonal_micro_attention has no double backward (create_graph=True)")
+    # create_graph=True runs this with grad enabled: the gradient would silently have no graph
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (do, dd, q, k, v, bias, gate, null)):
+        raise RuntimeError(f"diagonal_micro_attention backend={ctx.backend!r} has no double backward "
+                           "(create_graph=True): use backend='reference' for higher-order gradients")
     with torch.no_grad():  # once differentiable: the backward itself is not differentiated
         dq, dk, dv, db, dg, dn = _dma_bwd_op(q, k, v, bias, gate, null, lse, d, do.contiguous(), dd,
                                              ctx.scale, ctx.backend, ctx.chunk)
@@ -215,6 +226,10 @@ def _per_head(x, name, b, h, n, like):
         return None
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point():  # a bool mask read as a +1 bias would be silently wrong
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}"
+                        + (" (a mask is a float key_bias with -inf at the masked keys)"
+                           if name == "key_bias" else ""))
     if x.dim() == 2 and tuple(x.shape) == (b, n):
         x = x.unsqueeze(1).expand(b, h, n)
     elif not (x.dim() == 3 and tuple(x.shape) == (b, h, n)):
@@ -225,23 +240,11 @@ def _per_head(x, name, b, h, n, like):
     return x.float()
 
 
-def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None,
-                             return_diag=False, backend="auto", chunk=None, null_logit=None):
-    """Diagonal Micro-Attention, O(B*H*N*d) memory on the fused paths.
-
-    Args:
-        q, k, v: (B, H, N, d), same shape, dtype (fp32/fp16/bf16) and device.
-        key_bias: (B, N) or (B, H, N) additive key bias, may hold -inf.
-        query_gate: (B, N) or (B, H, N) multiplicative gate on the output.
-        scale: score scale, default d**-0.5.
-        return_diag: also return D.
-        backend: "auto" | "triton" | "torch" | "reference" (module docstring).
-        chunk: row chunk of the torch backend (default: ~64 MB of scores).
-        null_logit: (B, N) or (B, H, N) logit of a null key per row (module docstring),
-            or None.
-    Returns:
-        O (B, H, N, d) in q's dtype, and D (B, H, N) fp32 if ``return_diag``.
-    """
+def _check_inputs(q, k, v, key_bias=None, query_gate=None, null_logit=None):
+    """The checks of every DMA path (reference and fused): q, k, v (B, H, N, d) of one shape,
+    dtype and device; PoI tensors floating point, (B, N) or (B, H, N), returned as
+    (B, H, N) fp32; a key bias may hold -inf (a masked key), never +inf or NaN (checked
+    eagerly: under torch.compile and CUDA-graph capture the check is left out)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not torch.is_tensor(t):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
@@ -256,18 +259,52 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError("q, k, v must be on the same device")
+    b, h, n, _ = q.shape
+    bias = _per_head(key_bias, "key_bias", b, h, n, q)
+    if bias is not None and not torch.compiler.is_compiling() and not (
+            bias.is_cuda and torch.cuda.is_current_stream_capturing()):
+        bad = torch.isposinf(bias) | torch.isnan(bias)
+        if bool(bad.any()):
+            raise ValueError("key_bias holds +inf or NaN: a bias is finite, or -inf to mask a key "
+                             f"(first bad value at index {tuple(bad.nonzero()[0].tolist())})")
+    return (bias, _per_head(query_gate, "query_gate", b, h, n, q),
+            _per_head(null_logit, "null_logit", b, h, n, q))
+
+
+def _chunk(chunk, b, h, n) -> int:
+    """The torch backend's row chunk: a positive int (None: ~64 MB of scores)."""
+    if chunk is None:
+        return max(1, min(n, (16 << 20) // max(1, b * h * n)))
+    return positive_int(chunk, "chunk")
+
+
+def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None,
+                             return_diag=False, backend="auto", chunk=None, null_logit=None):
+    """Diagonal Micro-Attention, O(B*H*N*d) memory on the fused paths.
+
+    Args:
+        q, k, v: (B, H, N, d), same shape, dtype (fp32/fp16/bf16) and device.
+        key_bias: (B, N) or (B, H, N) additive key bias, may hold -inf.
+        query_gate: (B, N) or (B, H, N) multiplicative gate on the output.
+        scale: score scale, default d**-0.5.
+        return_diag: also return D.
+        backend: "auto" | "triton" | "torch" | "reference" (module docstring).
+        chunk: row chunk of the torch backend, a positive int (default: ~64 MB of scores).
+        null_logit: (B, N) or (B, H, N) logit of a null key per row (module docstring),
+            or None.
+    Returns:
+        O (B, H, N, d) in q's dtype, and D (B, H, N) fp32 if ``return_diag``.
+    """
+    bias, gate, null = _check_inputs(q, k, v, key_bias, query_gate, null_logit)
     b, h, n, dim = q.shape
     scale = dim ** -0.5 if scale is None else float(scale)
-    bias = _per_head(key_bias, "key_bias", b, h, n, q)
-    gate = _per_head(query_gate, "query_gate", b, h, n, q)
-    null = _per_head(null_logit, "null_logit", b, h, n, q)
+    chunk = _chunk(chunk, b, h, n)
     backend = resolve_backend(backend, q, "DMA", score_bytes=4 * b * h * n * n)
     if backend == "reference":
-        o, d = dma_ref(q, k, v, bias, gate, scale, null_logit=null)
+        o, d = _dma_ref(q, k, v, bias, gate, scale, null_logit=null)
     else:
         if backend == "triton" and dim > MAX_HEAD_DIM:
             raise ValueError(f"DMA triton backend supports head dim <= {MAX_HEAD_DIM}, got {dim}")
-        chunk = int(chunk or max(1, min(n, (16 << 20) // max(1, b * h * n))))
         bias = bias.contiguous() if bias is not None else None  # custom ops take no expanded views
         gate = gate.contiguous() if gate is not None else None
         null = null.contiguous() if null is not None else None

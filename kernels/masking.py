@@ -1,6 +1,8 @@
-"""Swap-mask generators for blockwise swapping (DESIGN §1.2).
+"""Swap-mask generators for blockwise swapping (docs/method.md §2, docs/kernels.md "Masks").
 
-A swap mask is a bool tensor (B, N) over the patch grid (gh, gw), row-major,
+A swap mask is a bool tensor (B, N) over the patch grid (gh, gw), row-major (``grid`` is
+that grid, (gh, gw) or its side: ``(H // patch, W // patch)``, not N; a grid of more than
+``MAX_PATCHES`` patches is refused at once as a token count given by mistake),
 ``True`` = take this patch from the later frame. Both generators are seeded by
 a ``torch.Generator`` and are reproducible on any device: random numbers are
 drawn on the generator's device, the result is moved to ``device``.
@@ -22,13 +24,26 @@ import torch
 Grid = Union[int, Sequence[int]]
 
 
+# more patches than any image a ViT is given (256 x 256 patches: 4096 px at patch 16); a
+# bigger grid is almost surely a token count passed as the grid's side
+MAX_PATCHES = 1 << 16
+
+
 def _grid(grid: Grid) -> Tuple[int, int]:
+    """(gh, gw) of ``grid`` (its side, or (gh, gw)); the patch grid, not the token count."""
     if isinstance(grid, int):
         gh = gw = grid
     else:
         gh, gw = (int(g) for g in grid)
     if gh <= 0 or gw <= 0:
         raise ValueError(f"patch grid must be positive, got {(gh, gw)}")
+    if gh * gw > MAX_PATCHES:
+        side = math.isqrt(gh) if isinstance(grid, int) else 0
+        hint = f"grid={side} for {gh} patches, or " if side * side == gh else ""
+        raise ValueError(f"patch grid {gh} x {gw} has {gh * gw} patches (more than {MAX_PATCHES}): "
+                         f"grid is the grid's side or (rows, cols), not the number of patches; "
+                         f"pass {hint}grid=(H // patch_size, W // patch_size), e.g. (28, 28) "
+                         f"for 224 px at patch 8")
     return gh, gw
 
 

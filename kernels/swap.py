@@ -1,4 +1,4 @@
-"""Blockwise swapping (DESIGN §1.2, §3): build the swapped frame I_{t/s}.
+"""Blockwise swapping (docs/method.md §2, docs/kernels.md): build the swapped frame I_{t/s}.
 
 ``blockwise_swap_patches(frame_a, frame_b, mask, p)`` returns the patchified
 swapped frame, patch ``n`` taken from ``frame_b`` where ``mask[:, n]`` and from
@@ -23,13 +23,18 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .backend import resolve_backend, triton_unavailable_reason
+from .backend import positive_int, resolve_backend, triton_unavailable_reason
 
 _FRAME_DTYPES = (torch.uint8, torch.float32, torch.float16, torch.bfloat16)
 
 
+def _patch_size(p) -> int:
+    return positive_int(p, "patch_size")
+
+
 def patchify(x: torch.Tensor, p: int, channels_last: bool = False) -> torch.Tensor:
     """(B, C, H, W) (or (B, H, W, C) if channels_last) -> (B, N, p*p*C), order (h, w, p, q, c)."""
+    p = _patch_size(p)
     if channels_last:
         x = x.permute(0, 3, 1, 2)
     b, c, hh, ww = x.shape
@@ -40,6 +45,7 @@ def patchify(x: torch.Tensor, p: int, channels_last: bool = False) -> torch.Tens
 
 def unpatchify(x: torch.Tensor, p: int, grid: Sequence[int], channels: int = 3) -> torch.Tensor:
     """Inverse of ``patchify``: (B, N, p*p*C) -> (B, C, gh*p, gw*p)."""
+    p = _patch_size(p)
     gh, gw = grid
     b = x.shape[0]
     x = x.reshape(b, gh, gw, p, p, channels)
@@ -47,6 +53,7 @@ def unpatchify(x: torch.Tensor, p: int, grid: Sequence[int], channels: int = 3) 
 
 
 def _check(frame_a, frame_b, mask, p, channels_last):
+    """Validate a swap's inputs (every backend); returns (B, C, H, W, N, p as an int)."""
     for name, f in (("frame_a", frame_a), ("frame_b", frame_b)):
         if not torch.is_tensor(f) or f.dim() != 4:
             raise ValueError(f"{name} must be a 4-D tensor (B, C, H, W) or (B, H, W, C), "
@@ -58,8 +65,7 @@ def _check(frame_a, frame_b, mask, p, channels_last):
                          f"vs {tuple(frame_b.shape)} {frame_b.dtype}")
     if frame_a.device != frame_b.device:
         raise ValueError("frame_a and frame_b are on different devices")
-    if not isinstance(p, int) or p <= 0:
-        raise ValueError(f"patch_size must be a positive int, got {p!r}")
+    p = _patch_size(p)
     b = frame_a.shape[0]
     c, hh, ww = (frame_a.shape[3], frame_a.shape[1], frame_a.shape[2]) if channels_last \
         else frame_a.shape[1:]
@@ -70,30 +76,46 @@ def _check(frame_a, frame_b, mask, p, channels_last):
         raise TypeError(f"mask must be a bool tensor (B, N), got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
     if tuple(mask.shape) != (b, n):
-        raise ValueError(f"mask must have shape (B, N)=({b}, {n}), got {tuple(mask.shape)}")
+        raise ValueError(f"mask must have shape (B, N)=({b}, {n}), got {tuple(mask.shape)}: "
+                         f"build it over this image's patch grid, e.g. block_swap_mask({b}, "
+                         f"({hh // p}, {ww // p}))")
     if mask.device != frame_a.device:
         raise ValueError(f"mask is on {mask.device}, frames on {frame_a.device}")
-    return b, c, hh, ww, n
+    return b, c, hh, ww, n, p
 
 
 def _norm_vec(x, c, device, name):
+    """A per-channel mean or std as a (C,) fp32 tensor on ``device``: finite, and a std
+    without zeros (it divides)."""
     if x is None:
         return None
-    t = torch.as_tensor(x, dtype=torch.float32, device=device).flatten()
+    t = torch.as_tensor(x).detach().to(dtype=torch.float32).flatten()
     if t.numel() == 1:
         t = t.expand(c)
     if t.numel() != c:
         raise ValueError(f"{name} must have one value per channel ({c}), got {t.numel()}")
-    return t.contiguous()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    if name == "std" and bool((t == 0).any()):
+        raise ValueError(f"std must be non-zero (it divides), got {t.tolist()}")
+    return t.to(device).contiguous()
 
 
 def swap_patches_ref(frame_a, frame_b, mask, patch_size, mean=None, std=None,
                      out_dtype=None, channels_last=False):
     """Reference: float conversion, patchify, normalise, swap, cast as separate ops.
+    Inputs are checked as ``blockwise_swap_patches`` checks them.
 
     Returns:
         (swapped, target, other), each (B, N, p*p*C) in ``out_dtype``.
     """
+    _, c, _, _, _, patch_size = _check(frame_a, frame_b, mask, patch_size, channels_last)
+    return _swap_ref(frame_a, frame_b, mask, patch_size, _norm_vec(mean, c, frame_a.device, "mean"),
+                     _norm_vec(std, c, frame_a.device, "std"), out_dtype, channels_last)
+
+
+def _swap_ref(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, channels_last):
+    """``swap_patches_ref`` on checked inputs (mean, std: (C,) tensors or None)."""
     def prep(f):
         x = f.float() / 255.0 if f.dtype == torch.uint8 else f.float()
         x = patchify(x, patch_size, channels_last)
@@ -126,7 +148,7 @@ def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=No
     Returns:
         swapped (B, N, p*p*C), or a tuple starting with it when more is asked.
     """
-    b, c, hh, ww, n = _check(frame_a, frame_b, mask, patch_size, channels_last)
+    b, c, hh, ww, n, patch_size = _check(frame_a, frame_b, mask, patch_size, channels_last)
     if out_dtype is None:
         out_dtype = torch.float32 if frame_a.dtype == torch.uint8 else frame_a.dtype
     mean_t = _norm_vec(mean, c, frame_a.device, "mean")
@@ -136,8 +158,7 @@ def blockwise_swap_patches(frame_a, frame_b, mask, patch_size, mean=None, std=No
                         return_target, return_other, channels_last)
         outs = (outs[0], outs[1] if return_target else None, outs[2] if return_other else None)
     else:
-        outs = swap_patches_ref(frame_a, frame_b, mask, patch_size, mean_t, std_t,
-                                out_dtype, channels_last)
+        outs = _swap_ref(frame_a, frame_b, mask, patch_size, mean_t, std_t, out_dtype, channels_last)
     swapped, target, other = outs
     extra = [t for t, want in ((target, return_target), (other, return_other)) if want]
     return (swapped, *extra) if extra else swapped
@@ -156,8 +177,7 @@ def _swap_op(frame_a: torch.Tensor, frame_b: torch.Tensor, mask: torch.Tensor, p
         s, a, b = mod.swap_fwd(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, want_a,
                                want_b, channels_last)
     else:
-        s, a, b = swap_patches_ref(frame_a, frame_b, mask, patch_size, mean, std, out_dtype,
-                                   channels_last)
+        s, a, b = _swap_ref(frame_a, frame_b, mask, patch_size, mean, std, out_dtype, channels_last)
         a, b = (a if want_a else None), (b if want_b else None)
     empty = lambda: frame_a.new_empty(0, dtype=out_dtype)  # noqa: E731
     return s, a if a is not None else empty(), b if b is not None else empty()

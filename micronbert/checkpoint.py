@@ -1,4 +1,4 @@
-"""Checkpoints: the authors' released files (DESIGN §2) and our own.
+"""Checkpoints: the authors' released files (docs/checkpoints.md) and our own.
 
 ``load_official_checkpoint`` reads a file of the authors' format under
 ``torch.load(weights_only=True)`` with only ``argparse.Namespace`` allow-listed,

@@ -75,6 +75,18 @@ def cmd_synth(args):
     write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
                             size=args.size, fps=args.fps, seed=args.seed, video=args.video)
     print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/)")
+    print(_next_commands(args.out, "sub01/EP01_01" + (".mp4" if args.video else "")))
+
+
+def _next_commands(data, clip, run="runs/pt"):
+    """The commands that follow `micronbert synth` (they run on a 2-core CPU as printed), with
+    the command as it was called (``.venv/bin/micronbert`` stays so)."""
+    mb = sys.argv[0] if os.path.basename(sys.argv[0]) == "micronbert" else "micronbert"
+    return ("[synth] next: pre-train on it, evaluate (LOSO) and look at the maps:\n"
+            f"  {mb} pretrain --data {data} --out {run} --model micronbert_tiny --batch 8 --steps 200\n"
+            f"  {mb} evaluate --data {data} --checkpoint {run}/last.pt --out {run}/eval\n"
+            f"  {mb} visualize --checkpoint {run}/last.pt --clip {os.path.join(data, clip)} "
+            f"--out {run}/viz")
 
 
 def cmd_pretrain(args):
@@ -92,42 +104,130 @@ def cmd_pretrain(args):
                   f"width {model.config.embed_dim}, depth {model.config.depth})", file=sys.stderr)
     else:
         model = _model_from(args)
+    if not args.no_memory_check:
+        _check_memory(args, model, world)
     loader = pretrain_loader(args, model.config, rank, world)
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
                 ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
                 compile=args.compile, tensorboard=args.tensorboard)
     if rank == 0:
+        _save_loss_curves(args.out)
         print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
-                          "loader": loader.report | {"errors": loader.report["errors"][:5]}}))
+                          "loader": loader.report | {"errors": loader.report["errors"][:5]},
+                          "data_report": loader.data_report.as_dict()}))
     return rec
 
 
+def _save_loss_curves(out):
+    """OUT/loss.png from OUT/log.jsonl (every logged loss), when matplotlib is installed."""
+    try:
+        from .viz import read_log, save_curves
+        save_curves(os.path.join(out, "loss.png"), read_log(os.path.join(out, "log.jsonl")))
+    except ModuleNotFoundError as e:
+        print(f"[pretrain] no loss.png: {e.name} is not installed", file=sys.stderr)
+
+
+def _check_memory(args, model, world):
+    """Refuse, before step 0, a pre-training step that cannot fit (micronbert/memory.py)."""
+    import torch
+
+    from .memory import available_bytes, check_fits
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    free, where = available_bytes(device)
+    if free is not None and not cuda and world > 1:  # the processes of a CPU run share it
+        free, where = free // world, f"{where} / {world} processes"
+    name = None if args.resume or args.checkpoint or args.overrides else args.model
+    try:
+        check_fits(model, args.batch, device, elem_bytes=2 if cuda and not args.no_bf16 else 4,
+                   model_name=name, available=free, where=where)
+    except MemoryError as e:
+        raise SystemExit(f"micronbert {e}")
+
+
 def cmd_evaluate(args):
-    from .data.annotations import load_annotations
     from .evaluate import evaluate
+    table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     model = _model_from(args)
-    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
     res = evaluate(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
-                   seed=args.seed, epochs=args.head_epochs)
+                   seed=args.seed, on_error=args.on_error, epochs=args.head_epochs)
+    _print_loso(args, res)
+    return res
+
+
+def _print_loso(args, res):
+    from .data.report import DataReport
     from .finetune import results_table
     print(results_table(res))
-    return res
+    print(f"[{args.cmd}] " + DataReport.from_dict(res["data_report"]).line())
 
 
 def cmd_finetune(args):
-    from .data.annotations import load_annotations
-    from .finetune import results_table, run_finetune
-    from .train import init_distributed
     import torch
+
+    from .finetune import run_finetune
+    from .train import init_distributed
     init_distributed()  # torchrun: the folds are dealt to the ranks
+    table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     torch.manual_seed(args.seed)  # a named config without --checkpoint: the same init on every rank
     model = _model_from(args)
-    table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
     res = run_finetune(args, model, table)
     if res is not None:
-        print(results_table(res))
+        _print_loso(args, res)
     return res
+
+
+def _annotation_table(args):
+    """The table of ``--data``: its layout detected when ``--dataset`` is not given; an error
+    naming the layout the folder looks like when no clip keeps a class."""
+    from .data.annotations import detect_dataset, load_annotations
+    from .data.io import DataError
+    if args.dataset is None:
+        args.dataset = detect_dataset(args.data)
+        print(f"[{args.cmd}] {args.data}: the {args.dataset} layout (--dataset to choose another)",
+              file=sys.stderr)
+    chosen = f"--dataset {args.dataset}" + (f" --class-map {args.class_map}" if args.class_map else "")
+    try:
+        table = load_annotations(args.dataset, args.data, args.class_map, args.on_error)
+    except DataError as e:  # e.g. a class map that keeps no row: name the layout it looks like
+        layout = _layout_or_none(args.data)
+        if layout in ("(unknown)", args.dataset):
+            raise
+        raise SystemExit(f"micronbert {args.cmd}: {e}. With {chosen}; the folder looks like "
+                         f"--dataset {layout}") from e
+    if not len(table) or not table["label"].notna().any():
+        emotions = sorted(set(table["emotion"])) if "emotion" in table else []
+        raise SystemExit(f"micronbert {args.cmd}: no clip of {args.data} has a class under {chosen} "
+                         f"(its emotions: {emotions}); the folder looks like --dataset "
+                         f"{_layout_or_none(args.data)}, or pass --class-map own")
+    return table
+
+
+def _clip_mask(clip, size):
+    """The motion mask of a clip of a `micronbert synth` folder (ROOT/masks/<subject>/<clip>.png
+    beside ROOT/<subject>/<clip>), resized to ``size``: (bool (1, H, W) or None, its path)."""
+    if not clip:
+        return None, None
+    import numpy as np
+    import torch
+    c = os.path.normpath(clip)
+    subj_dir, name = os.path.split(c)
+    root, subj = os.path.split(subj_dir)
+    path = os.path.join(root, "masks", subj, os.path.splitext(name)[0] + ".png")
+    if not os.path.isfile(path):
+        return None, path
+    from PIL import Image
+    m = Image.open(path).convert("L").resize(size[::-1], Image.NEAREST)
+    return torch.from_numpy(np.asarray(m) > 127)[None], path
+
+
+def _layout_or_none(root):
+    from .data.annotations import detect_dataset
+    try:
+        return detect_dataset(root)
+    except Exception:
+        return "(unknown)"
 
 
 def cmd_visualize(args):
@@ -140,13 +240,28 @@ def cmd_visualize(args):
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(
         [read_frames(args.frame_a)[0], read_frames(args.frame_b)[0]])
+    if len(frames) < 2:
+        from .data.io import DataError
+        raise DataError(f"{args.clip}: {len(frames)} frame; visualize needs a clip of at least 2 "
+                        "frames (each frame's map is against the first)")
     x = resize_u8(torch.from_numpy(frames).permute(0, 3, 1, 2), size)
     ref = x[:1].expand(len(x) - 1, -1, -1, -1)
     maps = model.micro_motion_map(ref, x[1:])
     os.makedirs(args.out, exist_ok=True)
     k = min(len(maps), 8)
     idx = np.linspace(0, len(maps) - 1, k).round().astype(int)
-    save_motion_maps(os.path.join(args.out, "motion_maps.png"), ref[idx], x[1:][idx], maps[idx])
+    truth, mask_path = _clip_mask(args.clip, size)
+    name = "/".join(os.path.normpath(args.clip).split(os.sep)[-2:]) if args.clip else \
+        f"{os.path.basename(args.frame_a)} -> {os.path.basename(args.frame_b)}"
+    save_motion_maps(
+        os.path.join(args.out, "motion_maps.png"), ref[idx], x[1:][idx], maps[idx],
+        None if truth is None else truth.expand(k, -1, -1),
+        title=f"{args.checkpoint or args.model + ' (untrained)'}: {name}, "
+              + (f"frame 1 vs frames {idx[0] + 2}..{idx[-1] + 2} of {len(x)}" if args.clip
+                 else "frame a vs frame b"),
+        row_labels=[f"frames 1 -> {i + 2}\n(d = {i + 1})" for i in idx],
+        no_truth="no ground-truth mask" if args.clip is None else f"no mask at\n{mask_path}",
+        truth_name="true motion (apex mask)")
     if args.clip and len(maps) > 1:
         from .data.io import write_video
         import matplotlib.cm as cm
@@ -169,7 +284,7 @@ def demo(args) -> dict:
     from .data.synthetic import face_images, write_pretraining_corpus, write_synthetic_dataset
     from .evaluate import evaluate
     from .train import train
-    from .viz import save_curves, save_motion_maps
+    from .viz import read_log, save_curves, save_motion_maps
 
     t_start = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -205,8 +320,12 @@ def demo(args) -> dict:
     k = min(6, len(on))
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
-                           f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})")
-    save_curves(os.path.join(args.out, "loss.png"), records)
+                           f"(untrained {auc0:.3f}; no-motion control {auc_still:.3f})",
+                     row_labels=[f"{r.subject} {r.clip}\n{r.emotion}\nframes {r.onset} -> {r.apex}"
+                                 f"\n(d = {r.apex - r.onset})" for r in test_table[:k].itertuples()])
+    save_curves(os.path.join(args.out, "loss.png"),
+                read_log(os.path.join(args.out, "pretrain", "log.jsonl")),
+                title=f"{args.model}: pre-training losses")
     from .data import normalize
     from .maps import map_diagnostics
     diagnostics = map_diagnostics(model, normalize(on), normalize(ap), truth)
@@ -232,9 +351,19 @@ def demo(args) -> dict:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (required flags, None,
+    off switches)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv=None):
     from .config import CONFIGS
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     p = argparse.ArgumentParser(prog="micronbert", description="μ-BERT with fused kernels",
                                 formatter_class=fmt)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -255,7 +384,7 @@ def main(argv=None):
     d.add_argument("--model", default="micronbert_tiny", choices=models,
                    help="named config: micronbert_tiny (the paper's method) or our variant "
                         "micronbert_tiny_nullkey")
-    d.add_argument("--overrides", default=None, help="JSON of model config overrides (default none)")
+    d.add_argument("--overrides", default=None, help="JSON of model config overrides, e.g. {\"lambda_diag\": 1.0}")
     _add_backend_flag(d)
     d.add_argument("--seed", type=int, default=0, help="seed of everything")
 
@@ -271,7 +400,7 @@ def main(argv=None):
     for name in ("pretrain",):
         t = sub.add_parser(name, formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
         t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
-        t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt)")
+        t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt, loss.png)")
         t.add_argument("--model", default="micronbert_s8", choices=models,
                        help="named config (with --resume: the file's own config)")
         t.add_argument("--overrides", default=None, help="JSON of config overrides")
@@ -279,18 +408,21 @@ def main(argv=None):
         _add_backend_flag(t)
         t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
         _add_train_flags(t)
+        t.add_argument("--no-memory-check", action="store_true",
+                       help="skip the estimate of a step's memory against the free memory")
 
     for name in ("evaluate", "finetune"):
-        e = sub.add_parser(name, formatter_class=fmt, help=(
-            "LOSO: encoder + DMA + head fine-tuned end to end per fold (torchrun: folds split "
-            "across ranks), beside baselines" if name == "finetune" else
-            "LOSO linear probe: a linear head per fold on frozen encoder + DMA features, "
-            "beside baselines"))
-        e.add_argument("--data", required=True,
-                       help="dataset root (megc2019: casme2=DIR,samm=DIR,smic=DIR)")
-        e.add_argument("--dataset", default="casme2", choices=datasets,
+        what = ("LOSO: encoder + DMA + head fine-tuned end to end per fold (torchrun: folds split "
+                "across ranks), beside baselines" if name == "finetune" else
+                "LOSO linear probe: a linear head per fold on frozen encoder + DMA features, "
+                "beside baselines")
+        e = sub.add_parser(name, formatter_class=fmt, help=what, description=what)
+        e.add_argument("--data", required=True, help="dataset root")
+        e.add_argument("--dataset", default=None, choices=datasets,
                        help="annotation layout (synthetic: what `micronbert synth` writes; "
-                            "megc2019: the composite of CASME II, SAMM and SMIC, 3 classes)")
+                            "megc2019: the 3-class composite of CASME II, SAMM and SMIC, with "
+                            "--data casme2=DIR,samm=DIR,smic=DIR) "
+                            "(default: detected from the folder's sheet or folders)")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
         e.add_argument("--model", default="micronbert_s8", choices=models,

@@ -53,10 +53,16 @@ def onset_apex_frames(table, size):
 
 
 # ------------------------------------------------------------------ folds
-def labelled(table, classes: List[str]):
-    """The clips with a label, and their labels (K,) as a LongTensor; a clear error for
-    labels outside ``classes``, fewer than two subjects, or a class that has no clip."""
+def labelled(table, classes: List[str], on_error: str = "raise"):
+    """The clips with a label, their labels (K,) as a LongTensor, and the DataReport of the
+    table's skips and repairs; a clear error for labels outside ``classes``, fewer than two
+    subjects, or a class that has no clip. ``on_error="skip"``: clips whose frames do not
+    decode are dropped (and counted in the report)."""
+    from .data.annotations import readable_rows
+    from .data.report import DataReport
+    report = DataReport().merge(table.attrs.get("report"))
     table = table[table["label"].notna()].reset_index(drop=True)
+    table = readable_rows(table, on_error, report)
     y = torch.tensor(table["label"].astype(int).values, dtype=torch.long)
     n = len(classes)
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= n):
@@ -70,7 +76,7 @@ def labelled(table, classes: List[str]):
         raise DataError(f"classes {absent} have no labelled clip: no head can learn them, and "
                         f"UF1/UAR would count them as 0; use a class map without them "
                         f"(--class-map) or add their clips")
-    return table, y
+    return table, y, report
 
 
 def loso_splits(subjects, labels, n_classes: int):
@@ -205,13 +211,15 @@ def _device(device):
 
 
 def evaluate(model, table, out_dir: str, classes: List[str], device: Optional[str] = None,
-             baselines: bool = True, seed: int = 0, **head_kw) -> dict:
+             baselines: bool = True, seed: int = 0, on_error: str = "raise", **head_kw) -> dict:
     """The linear probe, LOSO: a linear head per fold on frozen ``pair_features``; with
     ``baselines`` the pixel difference, optical flow and the untrained model (same config,
-    fresh init from ``seed``) on the same folds with the same head. Writes ``write_loso``'s
+    fresh init from ``seed``) on the same folds with the same head. ``on_error="skip"``:
+    clips whose frames do not decode are dropped; they and the sheet's skips and repairs
+    (``table.attrs["report"]``) are in the result's "data_report". Writes ``write_loso``'s
     files; returns loso.json's dict."""
     device = _device(device)
-    table, y = labelled(table, classes)
+    table, y, report = labelled(table, classes, on_error)
     n = len(classes)
     splits, skipped = loso_splits(table["subject"].values, y, n)
     onset, apex = onset_apex_frames(table, model.config.img_size)
@@ -224,7 +232,8 @@ def evaluate(model, table, out_dir: str, classes: List[str], device: Optional[st
            "pixel_difference": "linear head on |apex - onset| pooled to the patch grid",
            "optical_flow": "linear head on Farneback flow (u, v, magnitude) pooled to the patch grid",
            "untrained": "linear probe on a fresh model of the same config"}
-    return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="probe", how=how)
+    return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="probe", how=how,
+                      extra={"data_report": report.as_dict()})
 
 
 # ------------------------------------------------------------------ results

@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning per leave-one-subject-out fold (DESIGN §1.7).
+"""End-to-end fine-tuning per leave-one-subject-out fold (docs/method.md §8).
 
 Per fold, a copy of the pre-trained μ-Encoder and DMA and a new head are trained on the
 onset/apex pairs of the training subjects only, then predict the held-out subject:
@@ -221,7 +221,8 @@ HOW = {"model": "fine-tuned end to end per fold (encoder + DMA + head)",
 
 def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], device: Optional[str] = None,
              baselines: bool = True, freeze: bool = False, backend: str = "auto", head_epochs: int = 300,
-             save_models: bool = False, progress: bool = True, **hparams) -> Optional[dict]:
+             save_models: bool = False, progress: bool = True, on_error: str = "raise",
+             **hparams) -> Optional[dict]:
     """LOSO fine-tuning on an annotation table (``hparams``: FinetuneConfig's fields, ``aug``
     a PairAugment). ``freeze``: the linear probe (``evaluate``) instead. With ``baselines``
     the pixel difference and optical flow (linear head, ``head_epochs``) and the untrained
@@ -235,12 +236,13 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
         hparams["aug"] = PairAugment(**hparams["aug"])
     cfg = FinetuneConfig(**hparams)
     if freeze:
-        return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed, epochs=head_epochs)
+        return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed,
+                        on_error=on_error, epochs=head_epochs)
     if cfg.epochs < 1 or cfg.batch < 2:
         raise ValueError(f"fine-tuning needs epochs >= 1 and batch >= 2, got {cfg.epochs} and {cfg.batch}")
     t_start = time.time()
     device = _device(device)
-    table, y = labelled(table, classes)
+    table, y, report = labelled(table, classes, on_error)
     n = len(classes)
     splits, skipped = loso_splits(table["subject"].values, y, n)
     onset, apex = onset_apex_frames(table, model.config.img_size)
@@ -292,7 +294,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
         methods["untrained"] = preds["untrained"]
     return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how=HOW,
                       extra={"finetune": _cfg_dict(cfg), "device": device, "world_size": world,
-                             "seconds": round(time.time() - t_start, 1)})
+                             "seconds": round(time.time() - t_start, 1), "data_report": report.as_dict()})
 
 
 def _cfg_dict(cfg: FinetuneConfig) -> dict:
@@ -332,6 +334,7 @@ def run_finetune(args, model, table) -> Optional[dict]:
     aug = PairAugment(crop_scale=tuple(args.crop_scale), rotate=args.rotate, flip=flip, jitter=args.jitter)
     return finetune(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
                     freeze=args.freeze, head_epochs=args.head_epochs, save_models=args.save_models,
+                    on_error=args.on_error,
                     epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
                     warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay,
                     weight_decay=args.weight_decay, bf16=not args.no_bf16, seed=args.seed, aug=aug)

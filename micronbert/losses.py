@@ -1,4 +1,4 @@
-"""μ-BERT's losses (DESIGN §1.4-1.6): reconstruction, PoI (DINO or MSE), the diagonal loss.
+"""μ-BERT's losses (docs/method.md §6): reconstruction, PoI (DINO or MSE), the diagonal loss.
 Our extensions of them (not in the paper) are in variants.py."""
 from __future__ import annotations
 

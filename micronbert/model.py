@@ -1,4 +1,4 @@
-"""μ-BERT in plain PyTorch (DESIGN §1): μ-Encoder, blockwise swapping, DMA, PoI,
+"""μ-BERT in plain PyTorch (docs/method.md): μ-Encoder, blockwise swapping, DMA, PoI,
 μ-Decoder and the losses. ``MicronBERT(config, backend=...)`` picks, once, the path of
 attention, DMA and the swap (micronbert.kernels.backend: "auto" | "triton" | "torch" |
 "reference"); the choice is not part of the config and not saved in checkpoints.

@@ -11,51 +11,115 @@ def _plt():
     return plt
 
 
-def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None):
-    """A grid: onset frame, later frame, |difference|, micro-motion map (and ground truth).
+MAP_CAPTION = (
+    "Each row: a frame pair of one clip, I_t and the later frame I_t+d (d = the number of frames "
+    "between them). |I_t+d - I_t|: the pixel difference, summed over R, G, B (0-765). "
+    "Micro-motion map: 1 - D/max(D), D = DMA's diagonal attention (how much each patch of I_t+d "
+    "attends to the same patch of I_t), bilinearly upsampled, over I_t; 1 = changed most. "
+    "True motion: where the frames really differ (the dataset's mask), when known.")
+
+
+def _blank_ticks(ax):
+    """Axes without ticks or frame, keeping its labels (set_axis_off would hide them)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+
+
+def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None, row_labels=None,
+                     no_truth="no ground-truth mask", truth_name="true motion"):
+    """A grid, one row per frame pair: I_t, I_t+d, |I_t+d - I_t|, the micro-motion map over
+    I_t, and the true motion (the mask, or ``no_truth`` written in its place), with colour
+    bars for the difference and the map, ``row_labels`` (e.g. "sub01 EP01_01 / surprise /
+    frames 1 -> 5") down the left and a caption that defines every panel.
 
     frames: uint8 (B, 3, H, W); maps: (B, H, W) in [0, 1]; truth: bool (B, H, W) or None.
+    Returns the matplotlib Figure (already saved to ``path`` and closed).
     """
-    plt = _plt()
+    import textwrap
     b = len(maps)
-    cols = 5 if truth is not None else 4
-    fig, axes = plt.subplots(b, cols, figsize=(2.2 * cols, 2.2 * b), squeeze=False)
+    if b == 0:
+        raise ValueError("save_motion_maps needs at least one map (a pair of frames)")
+    plt = _plt()
+    cols = 5
+    width = 2.2 * cols + 1.2
+    fig, axes = plt.subplots(b, cols, figsize=(width, 2.2 * b + 1.6), squeeze=False,
+                             layout="constrained")
+    firsts = frames_t.permute(0, 2, 3, 1).cpu().numpy()
+    nexts = frames_next.permute(0, 2, 3, 1).cpu().numpy()
+    diffs = np.abs(firsts.astype(np.float32) - nexts.astype(np.float32)).sum(-1)
+    top = max(1.0, float(diffs.max()))  # one scale for every row: one colour bar
+    im_diff = im_map = None
     for i in range(b):
-        a = frames_t[i].permute(1, 2, 0).cpu().numpy()
-        n = frames_next[i].permute(1, 2, 0).cpu().numpy()
-        diff = np.abs(a.astype(np.float32) - n.astype(np.float32)).sum(-1)
-        panels = [(a, "I_t", None), (n, "I_t+d", None), (diff, "|I_t+d - I_t|", "magma"),
-                  (maps[i].cpu().numpy(), "micro-motion map", "jet")]
+        a, n = firsts[i], nexts[i]
+        ax = axes[i]
+        ax[0].imshow(a)
+        ax[1].imshow(n)
+        im_diff = ax[2].imshow(diffs[i], cmap="magma", vmin=0, vmax=top)
+        ax[3].imshow(a)
+        im_map = ax[3].imshow(maps[i].float().cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         if truth is not None:
-            panels.append((truth[i].cpu().numpy(), "true motion", "gray"))
-        for ax, (img, name, cmap) in zip(axes[i], panels):
-            if name == "micro-motion map":
-                ax.imshow(a)
-                ax.imshow(img, cmap=cmap, alpha=0.5, vmin=0, vmax=1)
-            else:
-                ax.imshow(img, cmap=cmap)
-            ax.set_axis_off()
-            if i == 0:
-                ax.set_title(name, fontsize=8)
+            ax[4].imshow(truth[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax[4].text(0.5, 0.5, no_truth, ha="center", va="center", wrap=True, fontsize=7,
+                       transform=ax[4].transAxes)
+        for x in ax:
+            _blank_ticks(x)
+        if row_labels is not None:
+            ax[0].set_ylabel(row_labels[i], fontsize=7)
+    for x, name in zip(axes[0], ("I_t", "I_t+d", "|I_t+d - I_t|", "micro-motion map", truth_name)):
+        x.set_title(name, fontsize=8)
+    for im, col, label in ((im_diff, 2, "|I_t+d - I_t| (RGB sum)"), (im_map, 3, "micro-motion (0-1)")):
+        cb = fig.colorbar(im, ax=list(axes[:, col]), location="bottom", shrink=0.9, aspect=12)
+        cb.set_label(label, fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    fig.supxlabel(textwrap.fill(MAP_CAPTION, int(width * 15)), fontsize=6.5, ha="left", x=0.01)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def save_curves(path, records, keys=("loss", "rec_loss", "poi_loss")):
+def read_log(path):
+    """The records of a JSON-lines training log (OUT/log.jsonl)."""
+    import json
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def loss_keys(records):
+    """Every loss in the records (keys ending in "loss", in first-seen order)."""
+    keys = []
+    for r in records:
+        keys += [k for k in r if k.endswith("loss") and k not in keys]
+    return keys
+
+
+def save_curves(path, records, keys=None, title=None):
+    """Loss curves (log scale) of every loss in ``records`` (the log.jsonl records; default:
+    ``loss_keys``). A loss that is 0 throughout (its weight is 0: not trained) is named in
+    the legend instead of drawn. Returns the Figure (saved to ``path`` and closed)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     steps = [r["step"] for r in records]
-    for k in keys:
-        ax.plot(steps, [r[k] for r in records], label=k)
-    ax.set_xlabel("step")
+    for k in keys or loss_keys(records):
+        ys = [r.get(k, float("nan")) for r in records]
+        if all(not (y > 0) for y in ys):
+            ax.plot([], [], " ", label=f"{k} = 0 (weight 0: not trained)")
+            continue
+        ax.plot(steps, ys, label=k, lw=1.2 if k == "loss" else 0.9)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (log scale)")
     ax.set_yscale("log")
-    ax.legend()
+    ax.set_title(title or "pre-training losses (loss = rec + lambda_poi poi + lambda_diag diag)",
+                 fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def save_confusion(path, matrix, classes, title=None):
@@ -76,6 +140,7 @@ def save_confusion(path, matrix, classes, title=None):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title=None):

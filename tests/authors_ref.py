@@ -1,6 +1,6 @@
 """An independent re-statement of the authors' Micron-BERT forward pass (their
 models/mae.py, vision_transformer.py), written against a raw state dict, and a
-builder of checkpoint files in their format (DESIGN §2)."""
+builder of checkpoint files in their format (docs/checkpoints.md)."""
 import argparse
 
 import torch

@@ -107,3 +107,27 @@ def prefetch_matches_sync(synth):
         if t.name.endswith("-prefetch"):
             t.join(timeout=5)
             assert not t.is_alive()
+
+
+def bad_jpeg_skipped_or_named(tmp, synth):
+    """One clip of damaged JPEGs among good ones: "raise" names a damaged file, "skip" replaces
+    its samples (the batch comes decoded on the CPU) and counts them; batches stay full."""
+    import shutil
+    clips = find_clips(synth)[:3]
+    bad = os.path.join(tmp, "badclip")
+    shutil.copytree(clips[0], bad)
+    for name in os.listdir(bad):
+        with open(os.path.join(bad, name), "r+b") as f:  # a JPEG header, then garbage
+            f.seek(200)
+            f.write(os.urandom(300))
+            f.truncate(600)
+    kw = dict(size=32, batch_size=4, seed=0, samples_per_epoch=16, device="cpu", prefetch=0)
+    with pytest.raises(DataError, match="badclip"):
+        list(DaliPairLoader(clips + [bad], **kw))
+    loader = DaliPairLoader(clips + [bad], on_error="skip", **kw)
+    batches = list(loader)
+    assert len(batches) == 4 and all(b["frame_t"].shape == (4, 3, 32, 32) for b in batches)
+    assert loader.report["skipped"] > 0 and "badclip" in loader.report["errors"][0]
+    assert loader.data_report.counts["skipped sample"] == loader.report["skipped"]
+    good = list(DaliPairLoader(clips, on_error="skip", **kw))  # no fallback without bad files
+    assert len(good) == 4

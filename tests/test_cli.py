@@ -1,4 +1,5 @@
 import json
+import os
 
 from micronbert.cli import main
 from micronbert.maps import roc_auc
@@ -21,21 +22,39 @@ def test_demo_runs_end_to_end(tmp_path):
         assert (out / f).stat().st_size > 0, f
 
 
-def test_synth_pretrain_evaluate_visualize_commands(tmp_path):
+def test_synth_pretrain_evaluate_visualize_commands(tmp_path, capsys, monkeypatch):
+    import pytest
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["synth", "--out", str(data), "--subjects", "2", "--clips-per-class", "1"]) == 0
+    out = capsys.readouterr().out  # the next commands, with this folder
+    assert f"micronbert pretrain --data {data} " in out and f"micronbert evaluate --data {data} " in out
     conf = tmp_path / "conf.json"
     conf.write_text(json.dumps({"steps": 2, "batch": 2, "warmup": 1, "ckpt_every": 1}))
     assert main(["pretrain", "--data", str(data), "--out", str(run), "--model", "micronbert_tiny",
                  "--config", str(conf), "--steps", "3"]) == 0
     lines = (run / "log.jsonl").read_text().splitlines()
     assert len(lines) == 3  # the flag won over the config file
+    assert (run / "loss.png").stat().st_size > 0
     # resume without repeating --model (the default is micronbert_s8): the file's config is used
     assert main(["pretrain", "--data", str(data), "--out", str(run), "--resume", str(run / "last.pt"),
                  "--config", str(conf), "--steps", "4", "--backend", "reference"]) == 0
     assert len((run / "log.jsonl").read_text().splitlines()) == 4
-    assert main(["evaluate", "--data", str(data), "--dataset", "synthetic", "--out", str(tmp_path / "ev"),
+    # no --dataset: the layout of `micronbert synth` is detected
+    assert main(["evaluate", "--data", str(data), "--out", str(tmp_path / "ev"),
                  "--checkpoint", str(run / "last.pt"), "--head-epochs", "10"]) == 0
+    assert "the synthetic layout" in capsys.readouterr().err
+    # the wrong layout named by hand: one clear error naming the right one
+    with pytest.raises(SystemExit, match="looks like --dataset synthetic"):
+        main(["evaluate", "--data", str(data), "--dataset", "casme2", "--out", str(tmp_path / "ev2"),
+              "--checkpoint", str(run / "last.pt")])
+    # the memory guard refuses on a machine with 1 MiB free; --no-memory-check runs anyway
+    import micronbert.memory as memory
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (1 << 20, "free (test)"))
+    args = ["pretrain", "--data", str(data), "--out", str(tmp_path / "r2"), "--model", "micronbert_tiny",
+            "--steps", "1", "--batch", "2"]
+    with pytest.raises(SystemExit, match="only 0.0 GB is free"):
+        main(args)
+    assert main(args + ["--no-memory-check"]) == 0
     assert json.loads((tmp_path / "ev" / "loso.json").read_text())["n_subjects"] == 2
     assert main(["visualize", "--checkpoint", str(run / "last.pt"), "--clip",
                  str(data / "sub01" / "EP01_01"), "--out", str(tmp_path / "viz")]) == 0
@@ -65,3 +84,101 @@ def test_help_lists_commands_models_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     assert "casme3" in capsys.readouterr().out
+
+
+def test_help_documents_on_error_finetune_and_memory_check(capsys):
+    import pytest
+    for cmd, words in (("evaluate", ("unreadable clip or sheet row", "(default: detected", "--data DATA dataset root --dataset")),
+                       ("finetune", ("fine-tuned end to end per fold", "--freeze", "--save-models")),
+                       ("pretrain", ("--no-memory-check", "(default: 50)"))):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert all(w in out for w in words), (cmd, words)
+    main([])
+    out = capsys.readouterr().out
+    assert "fine-tuned end to end" in out and "linear probe" in out
+
+
+def test_a_warmup_longer_than_the_run_is_capped(monkeypatch, capsys):
+    import micronbert.cli as cli
+    seen = []
+    monkeypatch.setattr(cli, "cmd_pretrain", seen.append)
+    assert main(["pretrain", "--data", "d", "--out", "o", "--steps", "3"]) == 0
+    assert seen[0].warmup == 3 and "--warmup 50 is longer than --steps 3" in capsys.readouterr().err
+
+
+def test_memory_guard_refuses_what_cannot_fit_and_names_the_flags(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    import micronbert.memory as memory
+    from micronbert import create_model
+    # the real machine: micronbert_s8 at a batch no machine here holds
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "100000"])
+    msg = str(e.value)
+    for w in ("micronbert_s8", "--batch 100000", "GB", "--accum", "--model micronbert_tiny",
+              "--no-memory-check"):
+        assert w in msg, w
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    # the estimate: grows with the batch, counts the materialised attention of "reference"
+    m = create_model("micronbert_tiny")
+    e8, e32 = (memory.estimate_training_bytes(m, b) for b in (8, 32))
+    assert memory.parameter_bytes(m) + memory.RUNTIME_BYTES < e8 < e32
+    assert memory.estimate_training_bytes(create_model("micronbert_tiny", backend="reference"), 8) > e8
+    assert memory.check_fits(m, 8, "cpu", available=e8 + 1, log=open(os.devnull, "w")) == e8
+    per = (e32 - e8) / 24
+    with pytest.raises(MemoryError, match="--batch 4 --accum 2"):  # 5 of 8 fit: 2 micro-batches of 4
+        memory.check_fits(m, 8, "cpu", available=int(e8 - 3 * per) + 1)
+
+
+def test_the_cpu_pretraining_line_of_the_readme_fits_this_machine():
+    """README's CPU line (micronbert_tiny, --batch 8) passes the guard with room to spare."""
+    import micronbert.memory as memory
+    from micronbert import create_model
+    free, _ = memory.available_bytes("cpu")
+    assert memory.estimate_training_bytes(create_model("micronbert_tiny"), 8) < min(free, 2 << 30)
+
+
+def test_setup_installs_only_what_the_demo_needs_by_default(tmp_path):
+    """tools/setup.sh without an argument installs [cli] (not the test stack); `test`
+    installs [test]; run against a stub python that records its calls."""
+    import shutil
+    import subprocess
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "tools").mkdir()
+    shutil.copy(os.path.join(repo, "tools", "setup.sh"), tmp_path / "tools" / "setup.sh")
+    stub = tmp_path / ".venv" / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n')
+    stub.chmod(0o755)
+    for arg, want, not_want in (([], ".[cli]", "[test]"), (["test"], ".[test]", "[cli]")):
+        (stub.parent / "calls").write_text("")
+        subprocess.run(["bash", str(tmp_path / "tools" / "setup.sh"), *arg], check=True, timeout=60)
+        installs = [c for c in (stub.parent / "calls").read_text().splitlines() if " install " in c]
+        assert any(want in c for c in installs) and not any(not_want in c for c in installs), installs
+    readme = open(os.path.join(repo, "README.md")).read()
+    ci = open(os.path.join(repo, ".ci", "run")).read()
+    assert "bash tools/setup.sh && .venv/bin/micronbert demo" in readme
+    test_line = [ln for ln in ci.splitlines() if ln.startswith("bash tools/setup.sh test")][0]
+    assert test_line in readme  # CI runs exactly the README's test command
+
+
+def test_layout_detection_names_each_dataset_or_asks_for_dataset(tmp_path):
+    import pytest
+
+    from micronbert.data.annotations import detect_dataset
+    from micronbert.data.io import DataError
+    for name, make in (("synthetic", "CASME2-coding-synthetic.xlsx"), ("casme2", "CASME2-coding-20140508.xlsx"),
+                       ("samm", "SAMM_Micro_FACS_Codes_v2.xlsx"), ("smic", "s1/micro/negative/s1_ne_01/"),
+                       ("casme3", "CAS(ME)3_part_A_v2.xlsx")):
+        root = tmp_path / name
+        (root / make).parent.mkdir(parents=True, exist_ok=True)
+        if make.endswith("/"):
+            (root / make).mkdir()
+        else:
+            (root / make).write_bytes(b"")
+        assert detect_dataset(str(root)) == name
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="pass --dataset"):
+        detect_dataset(str(tmp_path / "empty"))

@@ -59,6 +59,26 @@ def test_block_masks_have_larger_connected_regions_than_random():
     assert neighbours(block_swap_mask(16, grid, 0.5, g)) > neighbours(random_swap_mask(16, grid, 0.5, g)) + 0.5
 
 
+def test_a_token_count_given_as_the_grid_is_refused_at_once():
+    """block_swap_mask(B, 784) means a 784 x 784 grid: refused in no time, naming grid=28."""
+    import time
+    t = time.perf_counter()
+    for make in (block_swap_mask, random_swap_mask):
+        with pytest.raises(ValueError, match="grid=28 for 784 patches"):
+            make(2, 784)
+    with pytest.raises(ValueError, match="not the number of patches"):
+        generate_swap_mask("block", 2, (1000, 1000))
+    assert time.perf_counter() - t < 1.0
+    assert random_swap_mask(1, (256, 256)).shape == (1, 65536)  # the largest grid still taken
+
+
+def test_a_mask_of_another_grid_names_the_image_grid():
+    from micronbert.kernels import blockwise_swap_patches
+    f = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"block_swap_mask\(2, \(4, 4\)\)"):
+        blockwise_swap_patches(f, f, block_swap_mask(2, 8), 8)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="ratio"):
         random_swap_mask(2, 8, 1.5)

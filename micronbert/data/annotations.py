@@ -11,7 +11,8 @@ import glob
 import os
 from typing import Optional
 
-from .io import DataError, frame_number, list_frames
+from .io import VIDEO_EXTS, DataError, count_frames, frame_number, list_frames
+from .report import DataReport
 
 CASME2_5 = {"happiness": 0, "surprise": 1, "disgust": 2, "repression": 3, "others": 4}
 MEGC2019_3 = {"negative": 0, "positive": 1, "surprise": 2}
@@ -44,6 +45,9 @@ def label_of(emotion: str, class_map: str) -> Optional[int]:
         return CASME2_5.get(e, CASME2_5["others"] if e in ("others", "other") else None)
     if class_map in CLASS_MAPS:
         return CLASS_MAPS[class_map].get(e)
+    if class_map == "own":
+        raise ValueError("class map 'own' has no fixed labels: it numbers the emotions of a sheet "
+                         "(load_annotations(..., class_map='own'))")
     raise ValueError(f"unknown class map {class_map!r}; known: {sorted(CLASS_MAPS)} or 'own'")
 
 
@@ -68,34 +72,78 @@ def _need(df, cols, path):
         raise DataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
 
 
-def _as_int(x):
+def _as_int(x, what="frame", fixes=None):
+    """A frame number from a sheet cell: an int, or None when the cell is not a number.
+    A fractional number (41.6) is rounded and the repair listed in ``fixes``."""
     try:
-        v = int(float(x))
+        f = float(str(x).strip()) if isinstance(x, str) else float(x)
     except (TypeError, ValueError):
         return None
-    return v
+    if f != f or f in (float("inf"), float("-inf")):
+        return None
+    if f != int(f):
+        if fixes is not None:
+            fixes.append(("repaired float frame number", f"{what} {x!r} -> {int(round(f))}"))
+        return int(round(f))
+    return int(f)
 
 
-def _clip_row(subject, clip, folder, onset, apex, offset, emotion, label):
+def _text(x, what):
+    """A non-empty text cell (emotion, clip name), else a DataError (a NaN cell is not 'nan')."""
+    if x is None or (isinstance(x, float) and x != x) or not str(x).strip() \
+            or str(x).strip().lower() in ("nan", "none"):
+        raise DataError(f"no {what} (empty cell)")
+    return str(x).strip()
+
+
+def _subject(x, width):
+    """A numeric subject cell -> zero-padded text ('sub01' style), else a DataError."""
+    n = _as_int(x)
+    if n is None or n < 0:
+        raise DataError(f"subject {x!r} is not a subject number")
+    return f"{n:0{width}d}"
+
+
+def clip_source(path: str) -> str:
+    """A clip's frames: the frame folder ``path``, or the video file ``path.mp4`` (any of
+    VIDEO_EXTS) beside it (``micronbert synth --video`` writes ``sub01/EP01_01.mp4``)."""
+    if os.path.isdir(path):
+        return path
+    for ext in VIDEO_EXTS:
+        if os.path.isfile(path + ext):
+            return path + ext
+    return path  # list_frames names it: not a folder
+
+
+def _frame_numbers(path):
+    """Frame numbers of a clip: from the file names of a folder; 1..T for a video (frame k
+    of a video is its k-th decoded frame, as the sheet of ``synth --video`` numbers them)."""
+    if os.path.isfile(path) and path.lower().endswith(VIDEO_EXTS):
+        return list(range(1, count_frames(path) + 1))
+    return [frame_number(f) for f in list_frames(path)]
+
+
+def _clip_row(subject, clip, folder, onset, apex, offset, emotion):
     """One table row; repairs (and lists) the known kinds of sheet errors: a missing or
     impossible offset (-> last frame), a missing apex ('/', -1: -> middle), an apex outside
-    [onset, offset] (-> middle). A frame that is not on disk is an error."""
-    frames = list_frames(folder)
-    numbers = [frame_number(f) for f in frames]
+    [onset, offset] (-> middle), a fractional frame number (-> rounded). A frame that is not
+    on disk is an error. ``folder``: a frame folder or a video file."""
+    numbers = _frame_numbers(folder)
     fixes = []
-    onset = _as_int(onset)
-    if onset is None or onset not in numbers:
-        raise DataError(f"{folder}: onset frame {onset} missing")
-    off = _as_int(offset)
+    onset_v = _as_int(onset, "onset", fixes)
+    if onset_v is None or onset_v not in numbers:
+        raise DataError(f"{folder}: onset frame {onset!r} missing")
+    onset = onset_v
+    off = _as_int(offset, "offset", fixes)
     if off is None or off <= 0 or off < onset:
-        fixes.append(f"offset {offset!r} -> last frame {numbers[-1]}")
+        fixes.append(("repaired offset", f"offset {offset!r} -> last frame {numbers[-1]}"))
         off = numbers[-1]
-    ap = _as_int(apex)
+    ap = _as_int(apex, "apex", fixes)
     if ap is None or ap < 0:
-        fixes.append(f"apex {apex!r} -> middle {(onset + off) // 2}")
+        fixes.append(("repaired apex", f"apex {apex!r} -> middle {(onset + off) // 2}"))
         ap = (onset + off) // 2
     elif not onset <= ap <= off:
-        fixes.append(f"apex {ap} outside [{onset}, {off}] -> middle")
+        fixes.append(("repaired apex", f"apex {ap} outside [{onset}, {off}] -> middle"))
         ap = (onset + off) // 2
     for name, n in (("apex", ap), ("offset", off)):
         if n not in numbers:  # a repaired value may fall between numbered frames
@@ -105,70 +153,106 @@ def _clip_row(subject, clip, folder, onset, apex, offset, emotion, label):
             else:
                 raise DataError(f"{folder}: {name} frame {n} missing")
     return dict(subject=subject, clip=clip, path=folder, onset=onset, apex=ap, offset=off,
-                onset_index=numbers.index(onset), apex_index=numbers.index(ap), n_frames=len(frames),
-                emotion=emotion, label=label, fixes="; ".join(fixes))
+                onset_index=numbers.index(onset), apex_index=numbers.index(ap), n_frames=len(numbers),
+                emotion=emotion, fixes="; ".join(t for _, t in fixes), _fixes=fixes)
 
 
-def _table(records, sheet, class_map, on_error, own_classes=None):
-    """Build the table from (row number, thunk) records; 'skip' lists the failures."""
+def _table(records, sheet, class_map, on_error):
+    """Build the table from (row number, thunk) records. Every skipped row (``on_error=
+    "skip"``), repair and row the class map leaves out is counted and named in
+    ``table.attrs["report"]`` (a DataReport); "raise" stops at the first bad row.
+    ``class_map="own"`` numbers the emotions of the rows in sorted order."""
     import pandas as pd
+    report = DataReport()
     rows, skipped = [], []
     for rownum, make in records:
         try:
-            rows.append(make())
+            row = make()
         except DataError as e:
             if on_error == "raise":
-                raise DataError(f"{sheet} row {rownum}: {e}") from e
+                raise DataError(f"{sheet} row {rownum}: {e} (--on-error skip drops such rows)") from e
             skipped.append(f"row {rownum}: {e}")
+            report.add("skipped row", f"row {rownum}: {e}")
+            continue
+        for kind, text in row.pop("_fixes"):
+            report.add(kind, f"row {rownum} ({row['clip']}): {text}")
+        row["row"] = rownum
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{sheet}: no readable rows" + (
+            f": all {len(skipped)} skipped (first: {skipped[0]})" if skipped else " (an empty sheet?)"))
+    seen = sorted({r["emotion"].lower() for r in rows})
+    classes = seen if class_map == "own" else sorted(CLASS_MAPS[class_map], key=CLASS_MAPS[class_map].get)
+    for r in rows:
+        r["emotion"] = r["emotion"].lower()
+        r["label"] = seen.index(r["emotion"]) if class_map == "own" else label_of(r["emotion"], class_map)
+        if r["label"] is None:
+            report.add("dropped row (not in the class map)", f"row {r['row']} ({r['clip']}): {r['emotion']!r}")
+    if all(r["label"] is None for r in rows):
+        raise DataError(f"{sheet}: the class map {class_map!r} keeps none of the {len(rows)} rows; "
+                        f"emotions seen: {seen}. Choose a --class-map that covers them "
+                        f"({sorted(CLASS_MAPS)}) or 'own' (the sheet's emotions as classes)")
     table = pd.DataFrame(rows)
+    table["label"] = table["label"].astype("Int64") if table["label"].isna().any() else table["label"]
     table.attrs["skipped"] = skipped
-    table.attrs["classes"] = own_classes if own_classes is not None else sorted(
-        CLASS_MAPS[class_map], key=CLASS_MAPS[class_map].get)
+    table.attrs["report"] = report
+    table.attrs["classes"] = classes
     return table
 
 
-def _label(emotion, class_map, own):
-    return own.index(emotion) if own is not None else label_of(emotion, class_map)
+def _check_map(class_map):
+    if class_map != "own" and class_map not in CLASS_MAPS:
+        raise ValueError(f"unknown class map {class_map!r}; known: {sorted(CLASS_MAPS)} or 'own' "
+                         "(the sheet's emotions as classes, in sorted order)")
+
+
+def _rows(df, sheet, first_row):
+    if df.empty:
+        raise DataError(f"{sheet}: a header but no rows (an empty sheet?)")
+    return [(i + first_row, r) for i, (_, r) in enumerate(df.iterrows())]
 
 
 def load_casme2(root: str, class_map: str = "casme2_5", on_error: str = "raise"):
-    """CASME II: ``CASME2-coding-*.xlsx`` and ``sub01/EP02_01f/img46.jpg`` (or reg_img46.jpg).
+    """CASME II: ``CASME2-coding-*.xlsx`` and ``sub01/EP02_01f/img46.jpg`` (or reg_img46.jpg);
+    a clip may also be a video ``sub01/EP02_01f.mp4`` (frames numbered 1..T).
 
     ``class_map="own"`` numbers the sheet's emotions in sorted order (synthetic set).
-    ``on_error``: "raise" (an error naming the row) or "skip" (the row is dropped and
-    listed in ``table.attrs["skipped"]``).
+    ``on_error``: "raise" (an error naming the row) or "skip" (the row is dropped, listed in
+    ``table.attrs["skipped"]`` and counted in ``table.attrs["report"]``).
     """
+    _check_map(class_map)
     sheet = _find_sheet(root, "CASME2-coding-*.xlsx")
     df = _read_sheet(sheet)
     _need(df, ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion"], sheet)
-    own = sorted({str(e).strip().lower() for e in df["Estimated Emotion"]}) if class_map == "own" else None
 
     def make(r):
-        subj, clip = f"sub{int(r['Subject']):02d}", str(r["Filename"]).strip()
-        emo = str(r["Estimated Emotion"]).strip().lower()
-        return _clip_row(subj, clip, os.path.join(root, subj, clip), r["OnsetFrame"], r["ApexFrame"],
-                         r["OffsetFrame"], emo, _label(emo, class_map, own))
-    return _table([(i + 2, lambda r=r: make(r)) for i, r in df.iterrows()], sheet, class_map, on_error, own)
+        subj, clip = "sub" + _subject(r["Subject"], 2), _text(r["Filename"], "file name")
+        emo = _text(r["Estimated Emotion"], "emotion")
+        return _clip_row(subj, clip, clip_source(os.path.join(root, subj, clip)), r["OnsetFrame"],
+                         r["ApexFrame"], r["OffsetFrame"], emo)
+    return _table([(n, lambda r=r: make(r)) for n, r in _rows(df, sheet, 2)], sheet, class_map, on_error)
 
 
 def load_samm(root: str, class_map: str = "megc2019_3", on_error: str = "raise"):
     """SAMM: ``SAMM_Micro_FACS_Codes_v2.xlsx`` (header on row 14), frames
     ``006/006_1_2/006_05562.jpg`` (grey)."""
+    _check_map(class_map)
     sheet = _find_sheet(root, "SAMM_Micro_FACS_Codes*.xlsx")
     df = _read_sheet(sheet, header=13)
     _need(df, ["Subject", "Filename", "Onset Frame", "Apex Frame", "Offset Frame", "Estimated Emotion"], sheet)
 
     def make(r):
-        subj, clip = f"{int(r['Subject']):03d}", str(r["Filename"]).strip()
-        emo = str(r["Estimated Emotion"]).strip().lower()
-        return _clip_row(subj, clip, os.path.join(root, subj, clip), r["Onset Frame"], r["Apex Frame"],
-                         r["Offset Frame"], emo, label_of(emo, class_map))
-    return _table([(i + 15, lambda r=r: make(r)) for i, r in df.iterrows()], sheet, class_map, on_error)
+        subj, clip = _subject(r["Subject"], 3), _text(r["Filename"], "file name")
+        emo = _text(r["Estimated Emotion"], "emotion")
+        return _clip_row(subj, clip, clip_source(os.path.join(root, subj, clip)), r["Onset Frame"],
+                         r["Apex Frame"], r["Offset Frame"], emo)
+    return _table([(n, lambda r=r: make(r)) for n, r in _rows(df, sheet, 15)], sheet, class_map, on_error)
 
 
 def load_smic(root: str, class_map: str = "megc2019_3", on_error: str = "raise"):
     """SMIC (HS, VIS or NIR folder as ``root``): ``s1/micro/negative/s1_ne_01/image012345.bmp``;
     the class comes from the folder, onset/offset are the first/last frames, apex the middle."""
+    _check_map(class_map)
     folders = sorted(glob.glob(os.path.join(root, "s*", "micro", "*", "*")))
     if not folders:
         raise DataError(f"{root}: no s*/micro/<class>/<clip> folders (SMIC layout)")
@@ -176,15 +260,16 @@ def load_smic(root: str, class_map: str = "megc2019_3", on_error: str = "raise")
     def make(folder):
         parts = folder.split(os.sep)
         subj, emo, clip = parts[-4], parts[-2].lower(), parts[-1]
-        numbers = [frame_number(f) for f in list_frames(folder)]
+        numbers = _frame_numbers(folder)
         return _clip_row(subj, clip, folder, numbers[0], (numbers[0] + numbers[-1]) // 2,
-                         numbers[-1], emo, label_of(emo, class_map))
+                         numbers[-1], emo)
     return _table([(f, lambda f=f: make(f)) for f in folders], root, class_map, on_error)
 
 
 def load_casme3(root: str, class_map: str = "casme3_7", on_error: str = "raise"):
     """CAS(ME)^3 Part A: a sheet (sheet ``label`` when present) with Subject, Filename,
     Onset, Apex, Offset, AU, Objective class, emotion; frames ``spNO.1/a/color/12.jpg``."""
+    _check_map(class_map)
     sheet = _find_sheet(root, "*.xlsx")
     import pandas as pd
     try:
@@ -195,22 +280,48 @@ def load_casme3(root: str, class_map: str = "casme3_7", on_error: str = "raise")
     _need(df, ["Subject", "Filename", "Onset", "Apex", "Offset", "emotion"], sheet)
 
     def make(r):
-        subj, clip = str(r["Subject"]).strip(), str(r["Filename"]).strip()
-        emo = str(r["emotion"]).strip().lower()
+        subj, clip = _text(r["Subject"], "subject"), _text(r["Filename"], "file name")
+        emo = _text(r["emotion"], "emotion")
         folder = os.path.join(root, subj, clip, "color")
         if not os.path.isdir(folder):
-            folder = os.path.join(root, subj, clip)
-        return _clip_row(subj, clip, folder, r["Onset"], r["Apex"], r["Offset"], emo,
-                         label_of(emo, class_map))
-    return _table([(i + 2, lambda r=r: make(r)) for i, r in df.iterrows()], sheet, class_map, on_error)
+            folder = clip_source(os.path.join(root, subj, clip))
+        return _clip_row(subj, clip, folder, r["Onset"], r["Apex"], r["Offset"], emo)
+    return _table([(n, lambda r=r: make(r)) for n, r in _rows(df, sheet, 2)], sheet, class_map, on_error)
 
 
 LOADERS = {"casme2": load_casme2, "samm": load_samm, "smic": load_smic, "casme3": load_casme3}
 
 
+# the file that marks each layout (detect_dataset), most specific first
+LAYOUT_MARKERS = (
+    ("synthetic", "CASME2-coding-synthetic.xlsx", "`micronbert synth`'s sheet"),
+    ("casme2", "CASME2-coding-*.xlsx", "CASME II's sheet"),
+    ("samm", "SAMM_Micro_FACS_Codes*.xlsx", "SAMM's sheet"),
+    ("smic", os.path.join("s*", "micro", "*", "*"), "SMIC's s*/micro/<class>/<clip> folders"),
+    ("casme3", "*.xlsx", "a sheet with CAS(ME)^3's columns (Subject, Filename, Onset, Apex, "
+                         "Offset, emotion)"),
+)
+
+
+def detect_dataset(root: str) -> str:
+    """The annotation layout of a dataset folder, from the files that mark each one
+    (``LAYOUT_MARKERS``); a DataError naming what was looked for when none is there."""
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: no such folder")
+    for name, pattern, _ in LAYOUT_MARKERS:
+        if glob.glob(os.path.join(root, pattern)):
+            return name
+    looked = "; ".join(f"{n}: {what} ({p})" for n, p, what in LAYOUT_MARKERS)
+    raise DataError(f"{root}: not a known dataset layout (looked for {looked}); pass --dataset "
+                    f"and check the folder is the dataset's root")
+
+
 def load_annotations(dataset: str, root: str, class_map: Optional[str] = None, on_error="raise"):
     """One table for a dataset: subject, clip, path, onset, apex, offset, emotion, label
-    (+ onset/apex indices, frame count, and the repairs made in ``fixes``)."""
+    (+ onset/apex indices, frame count, and the repairs made in ``fixes``).
+    ``dataset=None`` detects the layout (``detect_dataset``)."""
+    if dataset is None:
+        dataset = detect_dataset(root)
     if dataset == "synthetic":
         return load_casme2(root, class_map or "own", on_error)
     if dataset == "megc2019":
@@ -244,3 +355,28 @@ def load_megc2019(spec: str, on_error: str = "raise"):
     table.attrs["skipped"] = skipped
     table.attrs["classes"] = sorted(MEGC2019_3, key=MEGC2019_3.get)
     return table
+
+
+def readable_rows(table, on_error: str = "raise", report=None):
+    """The rows of an annotation table whose onset and apex frames decode.
+
+    ``on_error="raise"``: the table as it is (a clip that does not decode raises a DataError
+    naming it when its frames are read). ``"skip"``: each clip's two frames are decoded
+    once here; a clip that fails is dropped and counted as "skipped clip" in ``report``.
+    Every clip failing is a DataError.
+    """
+    from .io import read_frames
+    if on_error != "skip" or len(table) == 0:
+        return table
+    keep = []
+    for r in table.itertuples():
+        try:
+            read_frames(r.path, [int(r.onset_index), int(r.apex_index)])
+            keep.append(True)
+        except DataError as e:
+            keep.append(False)
+            if report is not None:
+                report.add("skipped clip", str(e))
+    if not any(keep):
+        raise DataError(f"none of the {len(table)} clips decodes (first: {table.path.iloc[0]})")
+    return table[keep].reset_index(drop=True)

@@ -72,17 +72,37 @@ def _signature(path: str) -> str:
     return f"{len(files)}|" + "|".join(f"{x.st_size}:{x.st_mtime_ns}" for x in st)
 
 
+def _read_box(f: str):
+    """The box of a cache file: 4 ints (x0, y0, x1, y1) with x0 < x1, y0 < y1; None when the
+    file is damaged (not JSON, no box, wrong values)."""
+    try:
+        with open(f) as fh:
+            raw = json.load(fh)["box"]
+        box = tuple(int(v) for v in raw)
+        if len(box) == 4 and all(isinstance(v, (int, float)) and v == b for v, b in zip(raw, box)) \
+                and min(box) >= 0 and box[0] < box[2] and box[1] < box[3]:
+            return box
+    except Exception:  # not JSON, not a dict with a box, not numbers
+        pass
+    return None
+
+
 def cached_face_box(path: str, cache_dir: str, margin: float = 0.2,
-                    frames: Optional[np.ndarray] = None) -> Tuple[int, int, int, int]:
+                    frames: Optional[np.ndarray] = None, report=None) -> Tuple[int, int, int, int]:
     """``clip_face_box`` of the clip at ``path``, cached in ``cache_dir`` by its path,
     content signature and margin. ``frames`` (T, H, W, 3) saves the decoding when the
-    caller has them; on a cache miss without them the clip is read on the CPU."""
+    caller has them; on a cache miss without them the clip is read on the CPU.
+    A damaged cache file is a cache miss: the box is found again, the file rewritten, and
+    the repair counted in ``report`` (a DataReport) when given."""
     from .io import read_frames
     key = hashlib.sha1(f"{os.path.abspath(path)}|{_signature(path)}|{margin}".encode()).hexdigest()[:16]
     f = os.path.join(cache_dir, f"{key}.json")
     if os.path.exists(f):
-        with open(f) as fh:
-            return tuple(json.load(fh)["box"])
+        box = _read_box(f)
+        if box is not None:
+            return box
+        if report is not None:
+            report.add("repaired face cache (damaged file, recomputed)", f"{f} ({path})")
     box = clip_face_box(read_frames(path) if frames is None else frames, margin, name=path)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f + ".tmp"

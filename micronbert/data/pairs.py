@@ -25,6 +25,14 @@ import torch
 
 from ..kernels import generate_swap_mask
 from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, count_frames, read_frames, resize_u8
+from .report import DataReport
+
+# ``on_error="skip"``: a sample whose clip cannot be read is replaced by another draw; after
+# this many consecutive failed draws for one sample (or once every clip has failed) the
+# loader stops with a DataError instead of searching forever
+MAX_FAILED_DRAWS = 50
+# the loader's report keeps this many error messages (and counts all of them)
+KEEP_ERRORS = 5
 
 
 def find_clips(root: str) -> List[str]:
@@ -145,7 +153,11 @@ class PairLoader:
 
     Yields dicts: ``frame_t``, ``frame_next`` uint8 (B, 3, S, S); ``swap_mask`` bool (B, N);
     ``crop_rand`` (B, 4) for the PoI crop; ``index`` (B,) global sample indices.
-    ``report`` counts the samples handed out and what was skipped (``on_error="skip"``).
+    ``report`` counts the samples handed out and what was skipped (``on_error="skip"``), with
+    the first ``KEEP_ERRORS`` error messages; ``data_report`` (a DataReport) counts and names
+    every skip and repair (a damaged face-cache file) by kind. With ``on_error="skip"`` a bad
+    sample is replaced by the next deterministic draw; ``MAX_FAILED_DRAWS`` consecutive
+    failures for one sample, or every clip failing, stop the loader with a DataError.
 
     Args:
         cache_clips: decoded clips kept (LRU; 0: decode the two frames of each pair only).
@@ -157,7 +169,8 @@ class PairLoader:
             overlaps; None: when CUDA is available (never without CUDA).
 
     The batches, ``report`` and ``state_dict`` do not depend on ``workers`` or ``prefetch``:
-    they count the batches the consumer received, not those prepared ahead.
+    they count the batches the consumer received, not those prepared ahead (so do the
+    skips in ``data_report``; its face-cache repairs are counted when they are made).
     """
 
     def __init__(self, clips: Sequence[str], size: int, batch_size: int, patch_size: int = 8,
@@ -177,6 +190,8 @@ class PairLoader:
         self.samples_per_epoch = samples_per_epoch or len(self.clips) * 8
         self.epoch, self.position = 0, 0  # position: batches of this rank handed out
         self.report = {"samples": 0, "skipped": 0, "errors": []}
+        self.data_report = DataReport(KEEP_ERRORS)
+        self._bad = {}  # clip -> its error: a clip that failed once is not decoded again
         self.cache_clips = cache_clips
         self._clips, self._lengths, self._boxes = _Memo(cache_clips), _Memo(), _Memo()
         self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
@@ -199,7 +214,8 @@ class PairLoader:
     def face_box(self, path, frames=None):
         """The clip's face box (x0, y0, x1, y1), from the face cache (detected on a miss)."""
         from .faces import cached_face_box
-        return self._boxes.get(path, lambda: cached_face_box(path, self.face_cache, frames=frames))
+        return self._boxes.get(path, lambda: cached_face_box(path, self.face_cache, frames=frames,
+                                                             report=self.data_report))
 
     def _crop(self, clip, frames):  # (T, H, W, 3) -> the clip's face, when face crops are on
         from .faces import crop_clip
@@ -208,7 +224,16 @@ class PairLoader:
     def _frames(self, path):
         """The whole clip, face-cropped and resized: uint8 (T, 3, S, S), kept in an LRU of
         ``cache_clips`` clips (so a cached clip costs no decoding and no resizing)."""
-        return self._clips.get(path, lambda: self._resize(self._crop(path, read_frames(path))))
+        return self._clips.get(path, lambda: self._resize(self._crop(path, self._whole(path))))
+
+    def _whole(self, path):
+        """Every frame of a clip, checked against the length its header promised (a video cut
+        at a packet boundary decodes fewer frames than its header says)."""
+        frames = read_frames(path)
+        if len(frames) < self._length(path):
+            raise DataError(f"{path}: the header promises {self._length(path)} frames, only "
+                            f"{len(frames)} decode (a truncated video?)")
+        return frames
 
     def _resize(self, f) -> torch.Tensor:
         """uint8 frames (..., H, W, 3), numpy or torch -> (..., 3, S, S), 16 frames at a time."""
@@ -225,11 +250,18 @@ class PairLoader:
 
     def _check_clip(self, clip):
         """Catch a bad clip when it is chosen, so ``on_error="skip"`` can replace it: decode
-        it (cached loaders; the face box comes with it) or find its face box (face crops)."""
-        if self.cache_clips:
-            self._frames(clip)
-        elif self.face_cache:
-            self.face_box(clip)
+        it (cached loaders; the face box comes with it) or find its face box (face crops).
+        A clip that failed once fails again at once, with its first error."""
+        if clip in self._bad:
+            raise DataError(self._bad[clip])
+        try:
+            if self.cache_clips:
+                self._frames(clip)
+            elif self.face_cache:
+                self.face_box(clip)
+        except DataError as e:
+            self._bad[clip] = str(e)
+            raise
 
     def _length(self, clip):
         return self._lengths.get(clip, lambda: count_frames(clip))
@@ -238,7 +270,13 @@ class PairLoader:
         """The sample at global ``index`` of ``epoch``: (clip, t, d, crop_rand), no decoding."""
         g = _sample_generator(self.seed, epoch, index)
         clip = self.clips[int(torch.randint(len(self.clips), (1,), generator=g))]
-        t_len = self._length(clip)
+        if clip in self._bad:
+            raise DataError(self._bad[clip])
+        try:
+            t_len = self._length(clip)
+        except DataError as e:
+            self._bad[clip] = str(e)
+            raise
         lo, hi = self.delta
         if t_len < 2:
             raise DataError(f"{clip}: {t_len} frame(s), a pair needs 2")
@@ -246,32 +284,44 @@ class PairLoader:
         t = int(torch.randint(0, t_len - d, (1,), generator=g))
         return clip, t, d, torch.rand(4, generator=g)
 
-    def _checked(self, epoch: int, index: int):
-        """``choose`` with the clip checked. Returns ((clip, t, d), crop_rand, errors): with
-        ``on_error="skip"`` a bad clip is replaced by a deterministic other choice and its
-        error listed."""
+    def _checked(self, epoch: int, index: int, decode: bool = True):
+        """``choose`` with the clip checked and (``decode``) the pair decoded on the CPU.
+        Returns ((clip, t, d), crop_rand, errors, pair or None): with ``on_error="skip"`` a
+        bad sample is replaced by a deterministic other choice and its error listed, up to
+        ``MAX_FAILED_DRAWS`` consecutive failures (then, or once every clip has failed, a
+        DataError)."""
         errors = []
         for j in itertools.count(index, self.samples_per_epoch):
             try:
                 clip, t, d, crop = self.choose(epoch, j)
                 self._check_clip(clip)
-                return (clip, t, d), crop, errors
+                pair = self._pair((clip, t, d)) if decode else None
+                return (clip, t, d), crop, errors, pair
             except DataError as e:
                 if self.on_error == "raise":
                     raise
                 errors.append(str(e))
+                every = len(self._bad) >= len(self.clips)
+                if len(errors) >= MAX_FAILED_DRAWS or every:
+                    why = (f"all {len(self.clips)} clips failed" if every else
+                           f"{len(errors)} consecutive draws failed ({len(self._bad)} of "
+                           f"{len(self.clips)} clips unreadable so far)")
+                    raise DataError(f"no readable sample for sample {index} of epoch {epoch}: {why}; "
+                                    f"first error: {errors[0]} (check that the clips decode)") from e
 
     def sample(self, epoch: int, index: int):
         """Decoded: (frame_t, frame_next, crop_rand, (clip, t, d))."""
         clip, t, d, crop = self.choose(epoch, index)
-        frames = self._frames(clip)
-        return frames[t], frames[t + d], crop, (clip, t, d)
+        a, b = self._pair((clip, t, d))
+        return a, b, crop, (clip, t, d)
 
     def _pair(self, spec):
         clip, t, d = spec
         if self.cache_clips == 0:  # no cache: decode the two frames only
             return tuple(self._resize(self._crop(clip, read_frames(clip, [t, t + d]))))
         frames = self._frames(clip)
+        if t + d >= len(frames):
+            raise DataError(f"{clip}: frame {t + d} asked, {len(frames)} decode (a truncated video?)")
         return frames[t], frames[t + d]
 
     def _map(self, fn: Callable, items) -> list:
@@ -283,9 +333,11 @@ class PairLoader:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"{type(self).__name__}-decode")
         return list(self._pool.map(fn, items))
 
-    def decode(self, specs):
-        """Frames of a batch of chosen samples: uint8 (B, 3, S, S) twice (CPU decoding)."""
-        pairs = self._map(self._pair, specs)
+    def decode(self, specs, pairs=None):
+        """Frames of a batch of chosen samples: uint8 (B, 3, S, S) twice (CPU decoding);
+        ``pairs``: the frames, when ``_checked`` decoded them already."""
+        if pairs is None or any(p is None for p in pairs):
+            pairs = self._map(self._pair, specs)
         return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
     def masks(self, epoch: int, global_batch: int) -> torch.Tensor:
@@ -296,16 +348,27 @@ class PairLoader:
         return m[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
     # ---------------------------------------------------------------- batches
-    def make_batch(self, epoch: int, position: int):
+    _decode_when_checked = True  # the CPU loader decodes each sample while checking it
+
+    def make_batch(self, epoch: int, position: int, cpu: bool = False):
         """This rank's batch number ``position`` of ``epoch`` (a pure function of both).
+        ``cpu``: decode every sample on the CPU while checking it (DALI's fallback).
 
         Returns:
             (batch dict, its report: {"samples", "skipped", "errors"}).
         """
+        return self._assemble(epoch, position, self._pick(epoch, position, cpu), cpu)
+
+    def _pick(self, epoch: int, position: int, cpu: bool = False):
+        """The checked samples of a batch: [(spec, crop_rand, errors, pair or None)]."""
         b0 = (position * self.world + self.rank) * self.batch_size
-        picked = self._map(lambda i: self._checked(epoch, i), range(b0, b0 + self.batch_size))
-        specs, crops, errors = zip(*picked)
-        ft, fn = self.decode(list(specs))
+        dec = cpu or self._decode_when_checked
+        return self._map(lambda i: self._checked(epoch, i, dec), range(b0, b0 + self.batch_size))
+
+    def _assemble(self, epoch: int, position: int, picked, cpu: bool = False):
+        b0 = (position * self.world + self.rank) * self.batch_size
+        specs, crops, errors, pairs = zip(*picked)
+        ft, fn = PairLoader.decode(self, list(specs), pairs) if cpu else self.decode(list(specs), pairs)
         batch = {"frame_t": ft, "frame_next": fn, "crop_rand": torch.stack(crops),
                  "index": torch.arange(b0, b0 + self.batch_size),
                  "swap_mask": self.masks(epoch, position)}
@@ -342,7 +405,9 @@ class PairLoader:
                 self.position += 1
                 self.report["samples"] += report["samples"]
                 self.report["skipped"] += report["skipped"]
-                self.report["errors"] += report["errors"]
+                self.report["errors"] += report["errors"][:max(0, KEEP_ERRORS - len(self.report["errors"]))]
+                for e in report["errors"]:
+                    self.data_report.add("skipped sample", e)
                 yield batch
         finally:
             if isinstance(batches, _Producer):
@@ -428,7 +493,23 @@ class DaliPairLoader(PairLoader):
             return out
         return torch.from_numpy(np.array(tl[i]))
 
-    def decode(self, specs):
+    _decode_when_checked = False  # the pipeline decodes the batch
+
+    def make_batch(self, epoch: int, position: int, cpu: bool = False):
+        """As ``PairLoader.make_batch``; when the pipeline fails on a batch, its samples are
+        decoded again on the CPU to find the bad file: one bad file raises a DataError naming
+        it (``on_error="raise"``) or is replaced and counted (``"skip"``; that batch then comes
+        decoded on the CPU). A failure the CPU cannot reproduce raises the pipeline's error."""
+        picked = self._pick(epoch, position, cpu)
+        try:
+            return self._assemble(epoch, position, picked, cpu)
+        except _PipelineFailed as failed:
+            again = self._pick(epoch, position, cpu=True)  # raises on a bad file with "raise"
+            if sum(len(e) for _, _, e, _ in again) == sum(len(e) for _, _, e, _ in picked):
+                raise failed.error from failed.error.__cause__  # every sample decodes on the CPU
+            return self._assemble(epoch, position, again, cpu=True)
+
+    def decode(self, specs, pairs=None):
         if self._pipe is None:
             self._build()
         p = self._pipe
@@ -459,9 +540,20 @@ class DaliPairLoader(PairLoader):
             raise
         except Exception as e:
             self._pipe = None
-            raise DataError(f"DALI could not decode the batch {sorted({c for c, _, _ in specs})}: "
-                            f"{type(e).__name__}: {str(e)[:300]}") from e
+            err = DataError(f"DALI could not decode the batch {sorted({c for c, _, _ in specs})}: "
+                            f"{type(e).__name__}: {str(e)[:300]}")
+            err.__cause__ = e
+            raise _PipelineFailed(err) from e
         return ft, fn_
+
+
+class _PipelineFailed(Exception):
+    """The DALI pipeline failed on a batch (``error``: the DataError to raise when the CPU
+    decodes every sample of it)."""
+
+    def __init__(self, error: DataError):
+        super().__init__(str(error))
+        self.error = error
 
 
 def pretrain_loader(args, config, rank: int = 0, world: int = 1) -> PairLoader:

@@ -1,0 +1,125 @@
+"""How much memory a pre-training step needs, estimated before step 0, and a guard that
+refuses a run that cannot fit (``micronbert pretrain``; ``--no-memory-check`` bypasses).
+
+The estimate (bytes) is runtime + parameters + gradients + AdamW state + activations:
+
+    runtime:      RUNTIME_BYTES (thread pools, autograd's first-call buffers: measured ~175 MiB)
+    params:       4 B per parameter (fp32), + 4 (gradient) + 8 (AdamW's two moments) per
+                  trainable one (the EMA teacher is frozen: 4 B only)
+    activations:  B * e * [ V * depth * blk(T, D, r, H)           encoder, V views per sample
+                            + dec_depth * blk(T, D_dec, r, H_dec)  decoder
+                            + 2 * dma_heads * N^2                  DMA scores and weights
+                            + PIXEL_ELEMS * C * H * W ]            frames, patches, targets, crop
+    blk(T, D, r, H) = T*D*(10 + 2r) [+ 2*H*T^2 where attention is materialised: backend
+                      "reference"; SDPA/xformers keep no T x T matrix]
+
+T = N + 1 tokens, B the micro-batch (``--batch``; ``--accum`` does not change it), e the
+bytes per activation element (4 in fp32; 2 under bf16 autocast, an approximation: autocast
+keeps some fp32 copies), V = 3 views (swapped, later, PoI crop) when the PoI loss is on,
+else 2. PIXEL_ELEMS and RUNTIME_BYTES were fitted to peak RSS measured on a CPU (docs/method.md,
+"Memory of a training step"); the formula is within 10% of the measured peaks there.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# fitted to peak RSS of training steps on a 2-core CPU (torch 2.13, fp32, backend auto):
+# micronbert_tiny at batch 8/32/64 and micronbert_s8 at batch 1/2 (docs/method.md)
+PIXEL_ELEMS = 37
+RUNTIME_BYTES = 192 * 2 ** 20
+
+
+def _block_elems(tokens: int, dim: int, mlp_ratio: float, heads: int, materialised: bool) -> float:
+    return tokens * dim * (10 + 2 * mlp_ratio) + (2 * heads * tokens * tokens if materialised else 0)
+
+
+def parameter_bytes(model) -> int:
+    """fp32 weights, plus gradient and AdamW's two moments for each trainable weight."""
+    return sum(p.numel() * (16 if p.requires_grad else 4) for p in model.parameters())
+
+
+def activation_bytes(cfg, batch: int, elem_bytes: int = 4, materialised_attention: bool = False) -> float:
+    """Activations kept for the backward of one micro-batch of ``batch`` pairs."""
+    n = cfg.num_patches
+    t = n + 1
+    views = 3 if cfg.poi_loss != "none" and cfg.lambda_poi > 0 else 2
+    m = materialised_attention
+    per = views * cfg.depth * _block_elems(t, cfg.embed_dim, cfg.mlp_ratio, cfg.num_heads, m)
+    if cfg.has_decoder:
+        per += cfg.decoder_depth * _block_elems(t, cfg.decoder_embed_dim, cfg.mlp_ratio,
+                                                cfg.decoder_num_heads, m)
+    per += 2 * cfg.dma_heads * n * n
+    per += PIXEL_ELEMS * cfg.in_chans * cfg.img_size[0] * cfg.img_size[1]
+    return batch * elem_bytes * per
+
+
+def estimate_training_bytes(model, batch: int, elem_bytes: int = 4) -> int:
+    """Runtime, parameters, gradients, AdamW state and activations of a training step."""
+    mat = getattr(model, "backend", "auto") == "reference"
+    return int(RUNTIME_BYTES + parameter_bytes(model)
+               + activation_bytes(model.config, batch, elem_bytes, mat))
+
+
+def available_bytes(device) -> tuple:
+    """(free bytes, where) on ``device``: torch.cuda.mem_get_info on CUDA, else the
+    system's available memory (psutil when installed, else /proc/meminfo's MemAvailable).
+    (None, where) when it cannot be read."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free, f"free on {torch.cuda.get_device_name(device)}"
+    try:
+        import psutil
+        return psutil.virtual_memory().available, "available RAM"
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available RAM (/proc/meminfo)"
+    except OSError:
+        pass
+    return None, "unknown"
+
+
+def _gb(x) -> str:
+    return f"{x / 2 ** 30:.1f} GB"
+
+
+def check_fits(model, batch: int, device, elem_bytes: int = 4, model_name: str = None,
+               available=None, where: str = "free", log=sys.stderr) -> int:
+    """Refuse (MemoryError with the estimate, the free memory and the flags that lower it)
+    when a training step of ``model`` at micro-batch ``batch`` cannot fit; returns the
+    estimate. ``available`` (bytes, described by ``where``) overrides the measured free memory."""
+    need = estimate_training_bytes(model, batch, elem_bytes)
+    if available is None:
+        available, where = available_bytes(device)
+    if available is None:
+        print(f"[pretrain] memory estimate {_gb(need)}; free memory unknown, not checked", file=log)
+        return need
+    if need > available:
+        fixed = RUNTIME_BYTES + parameter_bytes(model)
+        fit = int((available - fixed) // ((need - fixed) / batch))
+        acc = -(-batch // fit) if fit >= 1 else None
+        hints = [f"--batch {-(-batch // acc)} --accum {acc} (the same {batch} pairs per step)"
+                 if acc else "a smaller --batch"]
+        if model_name and model_name != "micronbert_tiny":
+            hints.append("--model micronbert_tiny (64 px, for CPUs)")
+        raise MemoryError(
+            f"pretrain: a step of {model_name or 'this model'} at --batch {batch} needs about "
+            f"{_gb(need)} (weights + AdamW {_gb(parameter_bytes(model))}, activations "
+            f"{_gb(need - parameter_bytes(model) - RUNTIME_BYTES)}), but only {_gb(available)} is {where}. "
+            f"Lower it with {' or '.join(hints)}; --no-memory-check runs anyway.")
+    print(f"[pretrain] memory estimate {_gb(need)} of {_gb(available)} {where}", file=log)
+    return need
+
+
+if __name__ == "__main__":  # python -m micronbert.memory MODEL BATCH: print the estimate
+    from . import create_model
+    name, b = sys.argv[1], int(sys.argv[2])
+    m = create_model(name)
+    print(f"{name} batch {b}: {_gb(estimate_training_bytes(m, b))} "
+          f"(params {_gb(parameter_bytes(m))}); {os.cpu_count()} CPUs")
