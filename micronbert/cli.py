@@ -218,11 +218,31 @@ def cmd_evaluate(args):
     from .evaluate import evaluate
     table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     model = _model_from(args)
-    res = evaluate(model, table, args.out, table.attrs["classes"], epochs=args.head_epochs,
-                   on_error=args.on_error)
-    print(json.dumps({k: v for k, v in res.items() if k != "folds"}, indent=2))
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
+                   seed=args.seed, on_error=args.on_error, epochs=args.head_epochs)
+    _print_loso(args, res)
+    return res
+
+
+def _print_loso(args, res):
     from .data.report import DataReport
+    from .finetune import results_table
+    print(results_table(res))
     print(f"[{args.cmd}] " + DataReport.from_dict(res["data_report"]).line())
+
+
+def cmd_finetune(args):
+    import torch
+
+    from .finetune import run_finetune
+    from .train import init_distributed
+    init_distributed()  # torchrun: the folds are dealt to the ranks
+    table = _annotation_table(args)  # first: a wrong folder fails before the model is built
+    torch.manual_seed(args.seed)  # a named config without --checkpoint: the same init on every rank
+    model = _model_from(args)
+    res = run_finetune(args, model, table)
+    if res is not None:
+        _print_loso(args, res)
     return res
 
 
@@ -448,7 +468,7 @@ def main(argv=None):
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     models = sorted(CONFIGS)
-    datasets = ("casme2", "samm", "smic", "casme3", "synthetic")
+    datasets = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
 
     d = sub.add_parser("demo", formatter_class=fmt, help="end-to-end demo on synthetic micro-expressions of real faces (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder")
@@ -533,13 +553,16 @@ def main(argv=None):
                        help="skip the estimate of a step's memory against the free memory")
 
     for name in ("evaluate", "finetune"):
-        what = ("LOSO evaluation: a linear head per fold on frozen encoder + DMA features"
-                + (" (today the same as evaluate: a linear probe, not end-to-end fine-tuning)"
-                   if name == "finetune" else ""))
+        what = ("LOSO: encoder + DMA + head fine-tuned end to end per fold (torchrun: folds split "
+                "across ranks), beside baselines" if name == "finetune" else
+                "LOSO linear probe: a linear head per fold on frozen encoder + DMA features, "
+                "beside baselines")
         e = sub.add_parser(name, formatter_class=fmt, help=what, description=what)
         e.add_argument("--data", required=True, help="dataset root")
         e.add_argument("--dataset", default=None, choices=datasets,
-                       help="annotation layout (synthetic: what `micronbert synth` writes) "
+                       help="annotation layout (synthetic: what `micronbert synth` writes; "
+                            "megc2019: the 3-class composite of CASME II, SAMM and SMIC, with "
+                            "--data casme2=DIR,samm=DIR,smic=DIR) "
                             "(default: detected from the folder's sheet or folders)")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
@@ -548,7 +571,14 @@ def main(argv=None):
         e.add_argument("--overrides", default=None, help="JSON of config overrides")
         _add_backend_flag(e)
         e.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
-        e.add_argument("--head-epochs", type=int, default=300, help="epochs of the head per fold")
+        e.add_argument("--head-epochs", type=int, default=300,
+                       help="epochs of the linear head per fold (probe and feature baselines)")
+        e.add_argument("--no-baselines", action="store_true",
+                       help="skip the pixel difference, optical flow and untrained-model baselines")
+        e.add_argument("--seed", type=int, default=0, help="seed of the folds' training and the untrained model")
+        if name == "finetune":
+            from .finetune import add_finetune_flags
+            add_finetune_flags(e)
         e.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                        help="unreadable clip or sheet row: stop with an error naming it, or skip it")
 
@@ -585,7 +615,7 @@ def main(argv=None):
             raise runs.UsageError("visualize needs --clip, or --frame-a and --frame-b")
         runs.check_writable(args.out)  # every command has --out: fail now, not after the work
         run = {"demo": demo, "synth": cmd_synth, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate,
-               "finetune": cmd_evaluate, "visualize": cmd_visualize, "spot": cmd_spot}[args.cmd]
+               "finetune": cmd_finetune, "visualize": cmd_visualize, "spot": cmd_spot}[args.cmd]
         with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files
             run(args)
     except KeyboardInterrupt:

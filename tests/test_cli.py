@@ -102,14 +102,15 @@ def test_help_lists_commands_models_and_defaults(capsys):
 def test_help_documents_on_error_finetune_and_memory_check(capsys):
     import pytest
     for cmd, words in (("evaluate", ("unreadable clip or sheet row", "(default: detected", "--data DATA dataset root --dataset")),
-                       ("finetune", ("a linear probe, not end",)),
+                       ("finetune", ("fine-tuned end to end per fold", "--freeze", "--save-models")),
                        ("pretrain", ("--no-memory-check", "(default: 50)"))):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         out = " ".join(capsys.readouterr().out.split())
         assert all(w in out for w in words), (cmd, words)
     main([])
-    assert "a linear probe" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fine-tuned end to end" in out and "linear probe" in out
 
 
 def test_a_warmup_longer_than_the_run_is_capped(monkeypatch, capsys, tmp_path):

@@ -40,6 +40,8 @@ def test_evaluate_writes_results(tmp_path):
     torch.manual_seed(0)
     res = evaluate(create_model("micronbert_tiny"), table, str(tmp_path / "out"), table.attrs["classes"],
                    epochs=50)
-    assert res["n_subjects"] == 3 and res["n_classes"] == 4 and len(res["folds"]) == 3
-    for f in ("loso.json", "folds.csv", "confusion.png"):
+    assert res["n_subjects"] == 3 and res["n_classes"] == 4 and len(res["model"]["per_fold"]) == 3
+    assert res["mode"] == "probe" and res["uf1"] == res["model"]["uf1"]
+    assert set(res["baselines"]) == {"pixel_difference", "optical_flow", "untrained"}
+    for f in ("loso.json", "folds.csv", "confusion.png", "loso_bars.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0

@@ -332,9 +332,37 @@ def load_annotations(dataset: str, root: str, class_map: Optional[str] = None, o
         dataset = detect_dataset(root)
     if dataset == "synthetic":
         return load_casme2(root, class_map or "own", on_error)
+    if dataset == "megc2019":
+        return load_megc2019(root, on_error)
     if dataset not in LOADERS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(LOADERS) + ['synthetic']}")
+        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(LOADERS) + ['megc2019', 'synthetic']}")
     return LOADERS[dataset](root, **({"class_map": class_map} if class_map else {}), on_error=on_error)
+
+
+def load_megc2019(spec: str, on_error: str = "raise"):
+    """The MEGC2019 composite: CASME II, SAMM and SMIC (HS) in one table with the 3-class
+    map, subjects prefixed by their dataset (``casme2/sub01``, ``samm/006``, ``smic/s1``),
+    a ``dataset`` column. ``spec``: ``casme2=DIR,samm=DIR,smic=DIR`` (any of the three)."""
+    import pandas as pd
+    roots = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or name not in ("casme2", "samm", "smic") or name in roots:
+            raise DataError(f"megc2019 --data {spec!r}: give casme2=DIR,samm=DIR,smic=DIR "
+                            f"(each at most once), got {item!r}")
+        roots[name] = path
+    if not roots:
+        raise DataError("megc2019 --data: give casme2=DIR,samm=DIR,smic=DIR")
+    parts, skipped = [], []
+    for name, root in roots.items():
+        t = LOADERS[name](root, class_map="megc2019_3", on_error=on_error)
+        skipped += [f"{name}: {s}" for s in t.attrs.get("skipped", [])]
+        t = t.assign(subject=name + "/" + t["subject"].astype(str), dataset=name)
+        parts.append(t)
+    table = pd.concat(parts, ignore_index=True)
+    table.attrs["skipped"] = skipped
+    table.attrs["classes"] = sorted(MEGC2019_3, key=MEGC2019_3.get)
+    return table
 
 
 def readable_rows(table, on_error: str = "raise", report=None):
