@@ -117,7 +117,7 @@ def iter_frames_dali(path: str, sequence_length: int = 64, device: Optional[str]
     decoded as the sequences are taken.
     """
     from .data.pairs import dali_device
-    device = dali_device(device, "iter_frames_dali (--dali)")
+    device = dali_device(device, "iter_frames_dali")
     if sequence_length < 1:
         raise ValueError(f"sequence_length must be >= 1, got {sequence_length}")
     folder = os.path.isdir(path)
@@ -330,7 +330,8 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
 
     chunk, have = [], 0  # pieces of the next chunk, their frames
     for f in iter_frames(path) if frames is None else frames:
-        f = torch.as_tensor(f)
+        if isinstance(f, np.ndarray):  # PyAV's and PIL's arrays (read-only ones copied)
+            f = torch.from_numpy(f if f.flags.writeable else f.copy())
         f = f[None] if f.dim() == 3 else f
         while len(f) and t0 + have < total:
             take = f[:min(window - have, total - t0 - have)]
