@@ -129,6 +129,10 @@ def cmd_spot(args):
         return _spot(args)
     except DataError as e:  # a bad video or sheet row: one line naming it
         raise SystemExit(f"micronbert spot: {e}") from e
+    except ImportError as e:  # --dali without DALI installed
+        if not args.dali or "DALI" not in str(e):
+            raise
+        raise SystemExit(f"micronbert spot --dali: {e}") from e
 
 
 def _spot(args):
@@ -142,14 +146,15 @@ def _spot(args):
     if args.video:
         res = spot_one(args.video, args.out, model, fps=args.fps, method=args.method,
                        params=SpotParams(args.fps, **kw), batch=args.batch, flow_size=args.flow_size,
-                       mp4=args.mp4)
+                       mp4=args.mp4, source="dali" if args.dali else "pyav")
         print(json.dumps({n: len(v) for n, v in res["intervals"].items()} |
                          {"frames_per_s": round(res["frames_per_s"], 1)}))
         print(f"[spot] wrote {args.out}: intervals.csv/json, scores.csv, score.png"
               + (", spot_map.mp4" if args.mp4 else ""))
         return res
     res = spot_dataset(args.dataset, args.data, args.out, model, method=args.method,
-                       on_error=args.on_error, params_kw=kw, batch=args.batch, flow_size=args.flow_size)
+                       on_error=args.on_error, params_kw=kw, batch=args.batch, flow_size=args.flow_size,
+                       source="dali" if args.dali else "pyav")
     print(format_table(res))
     print(f"[spot] wrote {args.out}: spot_results.json, spot_f1.png, videos/<video>/")
     return res
@@ -535,6 +540,9 @@ def main(argv=None):
     sp.add_argument("--batch", type=int, default=64, help="pairs per model batch")
     sp.add_argument("--flow-size", type=int, default=112, help="face crop size of the flow baseline")
     sp.add_argument("--mp4", action="store_true", help="--video: an MP4 of the map over the face")
+    sp.add_argument("--dali", action="store_true",
+                    help="decode with NVIDIA DALI in sequences (on the GPU where CUDA is, frames "
+                         "staying there; else its CPU decoders: VP8/VP9/MJPEG only)")
     sp.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                     help="unreadable video or sheet row: stop naming it, or skip and list it")
 

@@ -92,13 +92,110 @@ def iter_frames(path: str):
         raise DataError(f"{path}: no decodable frames")
 
 
+DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")  # what DALI decodes without a GPU
+
+
+def _video_codec(path: str) -> str:
+    import av
+    try:
+        with av.open(path) as c:
+            return c.streams.video[0].codec_context.name
+    except Exception as e:
+        raise DataError(f"{path}: corrupt or unreadable video ({type(e).__name__}: {e})") from e
+
+
+def iter_frames_dali(path: str, sequence_length: int = 64, device: Optional[str] = None,
+                     num_threads: int = 2):
+    """The frames of ``iter_frames`` (same order, uint8 (H, W, 3) layout), decoded by NVIDIA
+    DALI and yielded in sequences: torch uint8 (F, H, W, 3) with F <= ``sequence_length``.
+
+    ``device="gpu"`` (default where CUDA is): a video is streamed through NVDEC
+    (``fn.experimental.inputs.video``, the whole file fed once, one sequence per run) and
+    a frame folder through nvJPEG; the frames stay on the GPU. ``"cpu"``: DALI's CPU
+    decoders, which read VP8, VP9 and MJPEG video (not H.264 or HEVC) and image files.
+    Checked when called (DALI installed, the codec on the CPU: errors naming the file);
+    decoded as the sequences are taken.
+    """
+    from .data.pairs import dali_device
+    device = dali_device(device, "iter_frames_dali")
+    if sequence_length < 1:
+        raise ValueError(f"sequence_length must be >= 1, got {sequence_length}")
+    folder = os.path.isdir(path)
+    total = count_frames(path)  # also: a missing or unreadable file is a DataError
+    if not folder:
+        if not path.lower().endswith(VIDEO_EXTS):
+            raise DataError(f"{path}: neither a frame folder nor a video file ({', '.join(VIDEO_EXTS)})")
+        codec = _video_codec(path)
+        if device == "cpu" and codec not in DALI_CPU_CODECS:
+            raise DataError(f"{path}: {codec} video, which DALI decodes only on a GPU; on this "
+                            f"machine drop --dali, or re-encode with VP9 (ffmpeg -i IN -c:v "
+                            f"libvpx-vp9 -crf 20 -b:v 0 OUT.webm)")
+    return _dali_sequences(path, folder, total, sequence_length, device, num_threads)
+
+
+def _dali_sequences(path, folder, total, sequence_length, device, num_threads):
+    import nvidia.dali as dali
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+
+    from .data.pairs import dali_to_torch
+    dev = "mixed" if device == "gpu" else "cpu"
+    pipe = dali.Pipeline(batch_size=sequence_length if folder else 1, num_threads=num_threads,
+                         device_id=torch.cuda.current_device() if device == "gpu" else None,
+                         prefetch_queue_depth=1)
+    with pipe:
+        if folder:  # one image per sample: a batch is a sequence
+            enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
+            pipe.set_outputs(fn.decoders.image(enc, device=dev, output_type=types.RGB))
+        else:
+            pipe.set_outputs(fn.experimental.inputs.video(
+                name="enc", sequence_length=sequence_length, device=dev,
+                last_sequence_policy="partial"))
+    pipe.build()
+    n = 0
+    try:
+        if folder:
+            files = list_frames(path)
+            for s in range(0, len(files), sequence_length):
+                part = files[s:s + sequence_length]
+                pipe.feed_input("enc", [np.fromfile(f, dtype=np.uint8) for f in part])
+                (out,) = pipe.run()
+                seq = torch.stack([dali_to_torch(out, i, device) for i in range(len(part))])
+                n += len(seq)
+                yield seq
+            return
+        pipe.feed_input("enc", [np.fromfile(path, dtype=np.uint8)])
+        while n < total:
+            (out,) = pipe.run()
+            seq = dali_to_torch(out, 0, device)
+            n += len(seq)
+            yield seq
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: DALI could not decode it after {n} of {total} frames "
+                        f"({type(e).__name__}: {str(e)[:300]})") from e
+
+
+def frame_source(path: str, source: str = "pyav", sequence_length: int = 64):
+    """The frames of ``path`` for ``score_video``: None (its default, ``iter_frames``) for
+    "pyav", ``iter_frames_dali`` for "dali"."""
+    if source == "pyav":
+        return None
+    if source == "dali":
+        return iter_frames_dali(path, sequence_length)
+    raise ValueError(f"source must be 'pyav' or 'dali', got {source!r}")
+
+
 def _chunk_box(frames, prev, name):
     """One square face box for a chunk (T, H, W, 3); keeps ``prev`` when the new one moved
     by less than 5 % of its side (no jitter), or when no face is found (None at the start:
     the whole frame, squared)."""
     from .data.faces import clip_face_box
+    idx = np.linspace(0, len(frames) - 1, min(3, len(frames))).round().astype(int)
+    sample = frames[torch.from_numpy(idx)].cpu().numpy()  # the CPU detector sees 3 frames
     try:
-        box = clip_face_box(frames, samples=3, name=name)
+        box = clip_face_box(sample, samples=3, name=name)
     except DataError:
         box = None
     if box is None:
@@ -177,18 +274,21 @@ class FlowScorer:
         return float(md[: max(1, len(md) // 3)].mean())
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor):
-        an = a.permute(0, 2, 3, 1).numpy()
-        bn = b.permute(0, 2, 3, 1).numpy()
+        an = a.permute(0, 2, 3, 1).cpu().numpy()
+        bn = b.permute(0, 2, 3, 1).cpu().numpy()
         return np.array([self.one(x, y) for x, y in zip(an, bn)]), None
 
 
 # ------------------------------------------------------------------ streaming
 def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
                 batch: int = 64, face: bool = True, keep_maps: Optional[str] = None,
-                progress: bool = True, n_frames: Optional[int] = None, max_kept: int = 9000) -> dict:
+                progress: bool = True, n_frames: Optional[int] = None, max_kept: int = 9000,
+                frames=None) -> dict:
     """Pair scores d(t) (frame t - k vs t; NaN for t < k) of every scorer, the video decoded
     once, in chunks of ``window`` frames with one face box each. ``keep_maps`` names a
-    scorer whose later crops and patch maps are kept (for the MP4; the first ``max_kept``)."""
+    scorer whose later crops and patch maps are kept (for the MP4; the first ``max_kept``).
+    ``frames``: where the frames come from, uint8 frames (H, W, 3) or sequences (F, H, W, 3),
+    numpy or torch, on the CPU or the GPU (``iter_frames_dali``); default ``iter_frames(path)``."""
     from tqdm import tqdm
     if window < 1 or batch < 1:
         raise ValueError(f"window and batch must be >= 1 (got {window}, {batch})")
@@ -205,14 +305,14 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
 
     def flush(chunk):
         nonlocal box, tail, t0, faces_found
-        arr = np.stack(chunk)
+        arr = torch.cat(chunk)
         box, found = _chunk_box(arr, box, path)
         faces_found += found
         boxes.append([t0, t0 + len(arr)] + list(map(int, box)))
         x0, y0, x1, y1 = box
         prev = 0 if tail is None else len(tail)
-        allf = arr if tail is None else np.concatenate([tail, arr])
-        raw = torch.from_numpy(np.ascontiguousarray(allf[:, y0:y1, x0:x1])).permute(0, 3, 1, 2)
+        allf = arr if tail is None else torch.cat([tail, arr])
+        raw = allf[:, y0:y1, x0:x1].permute(0, 3, 1, 2).contiguous()
         first = max(prev, k)  # chunk-local index of the first frame with a partner
         for name, sc in scorers.items():
             crops = resize_u8(raw, sc.size)
@@ -221,21 +321,28 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
                 val, maps = sc(crops[s - k:e - k], crops[s:e])
                 scores[name][t0 - prev + s:t0 - prev + e] = val
                 if keep_maps == name and maps is not None and kept["n"] < max_kept:
-                    kept["crops"].append(crops[s:e].clone())
+                    kept["crops"].append(crops[s:e].to("cpu", copy=True))
                     kept["maps"].append(maps.float())
                     kept["n"] += e - s
         tail = allf[-k:]
         t0 += len(arr)
         bar.update(len(arr))
 
-    chunk = []
-    for f in iter_frames(path):
-        if t0 + len(chunk) >= total:
+    chunk, have = [], 0  # pieces of the next chunk, their frames
+    for f in iter_frames(path) if frames is None else frames:
+        if isinstance(f, np.ndarray):  # PyAV's and PIL's arrays (read-only ones copied)
+            f = torch.from_numpy(f if f.flags.writeable else f.copy())
+        f = f[None] if f.dim() == 3 else f
+        while len(f) and t0 + have < total:
+            take = f[:min(window - have, total - t0 - have)]
+            chunk.append(take)
+            have += len(take)
+            f = f[len(take):]
+            if have == window:
+                flush(chunk)
+                chunk, have = [], 0
+        if t0 + have >= total:
             break
-        chunk.append(f)
-        if len(chunk) == window:
-            flush(chunk)
-            chunk = []
     if chunk:
         flush(chunk)
     bar.close()
@@ -495,14 +602,17 @@ def _scorers(model, method: str, flow_size: int):
 def spot_one(path: str, out: str, model=None, fps: float = 30.0, method: str = "both",
              params: Optional[SpotParams] = None, window: Optional[int] = None, batch: int = 64,
              flow_size: int = 112, mp4: bool = False, gt: Optional[List[dict]] = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, source: str = "pyav") -> dict:
     """Spot one video: OUT/intervals.{csv,json} (the model's; the baseline's as
-    intervals_mdmd_flow.*), scores.csv, score.png, optionally spot_map.mp4."""
+    intervals_mdmd_flow.*), scores.csv, score.png, optionally spot_map.mp4.
+    ``source``: "pyav" (``iter_frames``, CPU) or "dali" (``iter_frames_dali``: on the GPU
+    where CUDA is, the frames staying there; else DALI's CPU decoders)."""
     params = params or SpotParams(fps)
     scorers = _scorers(model, method, flow_size)
     window = window or max(params.k + 1, min(256, int(round(fps))))
     res = score_video(path, scorers, params.k, window, batch, keep_maps="micronbert" if mp4 and
-                      "micronbert" in scorers else None, progress=progress)
+                      "micronbert" in scorers else None, progress=progress,
+                      frames=frame_source(path, source, window))
     os.makedirs(out, exist_ok=True)
     curves = {n: spot_curve(d, params) for n, d in res["scores"].items()}
     found = {n: intervals_from_curve(c, params) for n, c in curves.items()}
@@ -532,7 +642,8 @@ def spot_one(path: str, out: str, model=None, fps: float = 30.0, method: str = "
 
 def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "both",
                  on_error: str = "raise", params_kw: Optional[dict] = None, batch: int = 64,
-                 flow_size: int = 112, progress: bool = True, max_plots: int = 20) -> dict:
+                 flow_size: int = 112, progress: bool = True, max_plots: int = 20,
+                 source: str = "pyav") -> dict:
     """Spot every video of a long-video set and score it by the MEGC protocol, each method
     with the default p and with p fitted leave-one-subject-out. Writes per video
     OUT/videos/<video>/intervals*.{csv,json} and score.png, and OUT/spot_results.json,
@@ -556,7 +667,7 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
         window = max(params.k + 1, min(256, int(round(v["fps"]))))
         try:
             res = score_video(v["path"], scorers, params.k, window, batch, progress=progress,
-                              n_frames=v["n_frames"])
+                              n_frames=v["n_frames"], frames=frame_source(v["path"], source, window))
         except DataError as e:
             if on_error == "raise":
                 raise

@@ -131,3 +131,58 @@ def bad_jpeg_skipped_or_named(tmp, synth):
     assert loader.data_report.counts["skipped sample"] == loader.report["skipped"]
     good = list(DaliPairLoader(clips, on_error="skip", **kw))  # no fallback without bad files
     assert len(good) == 4
+
+
+def spot_frames_match(tmp):
+    """``micronbert spot``'s DALI frame source (CPU decoders) yields the frames of the PyAV
+    source: same count, order and pixels within codec rounding; ``spot --dali`` runs end to
+    end; H.264 on the CPU and a bad file are one error naming the file."""
+    from micronbert.cli import main
+    from micronbert.spot import iter_frames, iter_frames_dali
+    rng = np.random.default_rng(0)
+    t = np.arange(90)[:, None, None, None]
+    base = rng.integers(0, 200, (1, 48, 64, 3))  # ~3 s at 30 fps, a drifting pattern
+    frames = np.clip(base + 2 * t + rng.integers(-8, 8, (90, 48, 64, 3)), 0, 255).astype(np.uint8)
+    path = os.path.join(tmp, "long.webm")
+    write_video(frames, path, fps=30, codec="libvpx-vp9")
+    ref = np.stack(list(iter_frames(path)))
+    seqs = list(iter_frames_dali(path, sequence_length=32, device="cpu"))
+    assert [len(s) for s in seqs] == [32, 32, 26]
+    assert all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 and s.device.type == "cpu"
+               for s in seqs)
+    got = torch.cat(seqs).numpy()
+    assert got.shape == ref.shape == (90, 48, 64, 3)
+    diff = np.abs(got.astype(np.int16) - ref)
+    assert diff.mean() < 1.0, diff.mean()
+    # a frame folder: DALI's image decoder, the same frames as read_image
+    from PIL import Image
+    folder = os.path.join(tmp, "frames")
+    os.makedirs(folder)
+    for i in range(5):
+        Image.fromarray(frames[i]).save(os.path.join(folder, f"img{i:03d}.png"))
+    got = torch.cat(list(iter_frames_dali(folder, sequence_length=2, device="cpu"))).numpy()
+    assert np.array_equal(got, np.stack(list(iter_frames(folder))))
+    # the spotter on DALI's frames: end to end, the same pair scores as on PyAV's
+    out = os.path.join(tmp, "spot")
+    assert main(["spot", "--video", path, "--fps", "30", "--out", out, "--method", "flow",
+                 "--flow-size", "48", "--dali"]) == 0
+    for f in ("intervals.csv", "intervals.json", "scores.csv", "score.png", "spot.json"):
+        assert os.path.isfile(os.path.join(out, f)), f
+    assert main(["spot", "--video", path, "--fps", "30", "--out", out + "_pyav", "--method", "flow",
+                 "--flow-size", "48"]) == 0
+    a = np.loadtxt(os.path.join(out, "scores.csv"), delimiter=",", skiprows=1)
+    b = np.loadtxt(os.path.join(out + "_pyav", "scores.csv"), delimiter=",", skiprows=1)
+    assert a.shape == b.shape == (90, 3)
+    ok = np.isfinite(b[:, 1])
+    assert np.array_equal(ok, np.isfinite(a[:, 1])) and ok.sum() == 90 - 4  # k = 0.15 s = 4 frames
+    assert np.corrcoef(a[ok, 1], b[ok, 1])[0, 1] > 0.9
+    if not torch.cuda.is_available():
+        h264 = os.path.join(tmp, "long.mp4")
+        write_video(frames[:10], h264, fps=30)
+        with pytest.raises(SystemExit, match=r"long.mp4: h264 video.*drop --dali.*VP9"):
+            main(["spot", "--video", h264, "--out", out, "--method", "flow", "--dali"])
+    bad = os.path.join(tmp, "broken.webm")
+    with open(bad, "wb") as f:
+        f.write(b"junk" * 10)
+    with pytest.raises(DataError, match="broken.webm"):
+        list(iter_frames_dali(bad, device="cpu"))

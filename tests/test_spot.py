@@ -225,3 +225,21 @@ def test_flow_score_ignores_head_translation_not_local_motion():
     head = sc(u8(face), u8(shifted))[0][0]
     mouth = sc(u8(face), u8(local))[0][0]
     assert mouth > 3 * max(head, still, 1e-3), (still, head, mouth)
+
+
+def test_spot_dali_frames_match_pyav_and_spot_runs(tmp_path):
+    """DALI's frame source (its CPU decoders here, VP9) against PyAV's, and `spot --dali`
+    end to end; in a subprocess, as the other DALI checks (test_data._in_subprocess)."""
+    from test_data import _in_subprocess
+    _in_subprocess("spot_frames_match", tmp_path)
+
+
+def test_spot_dali_without_dali_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from micronbert.data.io import write_video
+    write_video(np.zeros((6, 16, 16, 3), np.uint8), str(tmp_path / "v.webm"), fps=10, codec="libvpx-vp9")
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed
+    with pytest.raises(SystemExit, match=r"--dali: .*needs NVIDIA DALI.*micronbert-fused\[dali\]"):
+        main(["spot", "--video", str(tmp_path / "v.webm"), "--out", str(tmp_path / "o"),
+              "--method", "flow", "--dali"])

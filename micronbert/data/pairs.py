@@ -415,6 +415,34 @@ class PairLoader:
         self.epoch, self.position = self.epoch + 1, 0
 
 
+def dali_device(device: Optional[str], who: str) -> str:
+    """Checks that NVIDIA DALI is installed (imported here, not at import time) and returns
+    DALI's device: ``device`` ("gpu" or "cpu"), by default "gpu" where CUDA is."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"{who} needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
+                          "(or the extra micronbert-fused[dali])") from e
+    device = device or ("gpu" if torch.cuda.is_available() else "cpu")
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"{who}: device must be 'gpu' or 'cpu', got {device!r}")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError(f"{who}(device='gpu') needs CUDA; this machine has none")
+    return device
+
+
+def dali_to_torch(tl, i: int, device: str) -> torch.Tensor:
+    """Sample ``i`` of a DALI TensorList as a torch uint8 tensor: on the GPU (copied on the
+    device) for a "gpu" pipeline, else on the CPU."""
+    if device == "gpu":
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+        t = tl[i]
+        out = torch.empty(t.shape(), dtype=torch.uint8, device="cuda")
+        feed_ndarray(t, out)
+        return out
+    return torch.from_numpy(np.array(tl[i]))
+
+
 class DaliPairLoader(PairLoader):
     """The same samples as ``PairLoader``, decoded by an NVIDIA DALI pipeline.
 
@@ -434,14 +462,7 @@ class DaliPairLoader(PairLoader):
 
     def __init__(self, *args, device: Optional[str] = None, num_threads: Optional[int] = None, **kw):
         super().__init__(*args, **kw)
-        try:
-            import nvidia.dali  # noqa: F401
-        except ImportError as e:
-            raise ImportError("DaliPairLoader needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
-                              "(or the extra micronbert-fused[dali])") from e
-        self.device = device or ("gpu" if torch.cuda.is_available() else "cpu")
-        if self.device == "gpu" and not torch.cuda.is_available():
-            raise RuntimeError("DaliPairLoader(device='gpu') needs CUDA; this machine has none")
+        self.device = dali_device(device, "DaliPairLoader")
         kinds = {os.path.isdir(c) for c in self.clips}
         if len(kinds) != 1:
             raise DataError("DaliPairLoader takes clips of one kind: all frame folders or all videos")
@@ -485,13 +506,7 @@ class DaliPairLoader(PairLoader):
         self._pipe = pipe
 
     def _to_torch(self, tl, i):
-        if self.device == "gpu":
-            from nvidia.dali.plugin.pytorch import feed_ndarray
-            t = tl[i]
-            out = torch.empty(t.shape(), dtype=torch.uint8, device="cuda")
-            feed_ndarray(t, out)
-            return out
-        return torch.from_numpy(np.array(tl[i]))
+        return dali_to_torch(tl, i, self.device)
 
     _decode_when_checked = False  # the pipeline decodes the batch
 
