@@ -41,12 +41,6 @@ def _held_out_maps(model, table, masks_root):
     return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy()), roc_auc(still.numpy(), truth.numpy())
 
 
-def _baselines_kw(evaluate) -> dict:
-    """``baselines=True`` where ``evaluate`` takes it (LOSO baselines on the same folds)."""
-    import inspect
-    return {"baselines": True} if "baselines" in inspect.signature(evaluate).parameters else {}
-
-
 def _add_backend_flag(p):
     p.add_argument("--backend", choices=("auto", "triton", "torch", "reference"), default="auto",
                    help="path of attention, DMA and the swap: auto = the fused Triton kernels on "
@@ -426,11 +420,8 @@ def demo(args) -> dict:
           + "\n".join(f"  {r['map']:<38} {r['roc_auc']:.3f}  control {r['control_no_motion']:.3f}"
                        for r in diagnostics), flush=True)
     print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
-    res = evaluate(model, table, args.out, table.attrs["classes"], **_baselines_kw(evaluate))
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True)
     loso_model, loso_base = loso_parts(res)
-    if "untrained" not in loso_base:  # an evaluate without baselines: score the untrained model here
-        loso_base["untrained"] = loso_parts(evaluate(untrained, table, os.path.join(args.out, "untrained"),
-                                                     table.attrs["classes"]))[0]
     keep = ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")
     out = {"map_auc": auc1, "map_auc_untrained": summary["untrained"], "map_auc_no_motion_control": auc_still,
            "map_baselines": {k: v for k, v in summary.items() if k != "model"},

@@ -11,9 +11,10 @@ METHODS = ("model", "untrained", "pixel_difference", "optical_flow", "location_p
 
 
 def loso_parts(res: dict):
-    """(the model's LOSO metrics, {baseline: metrics}) from ``evaluate``'s result, flat
-    (model only) or ``{"model": ..., "baselines": {...}}``."""
-    return res.get("model", res), dict(res.get("baselines", {}))
+    """(the model's LOSO metrics with the run's scalars (chance_uf1, n_classes, ...),
+    {baseline: metrics}) from ``evaluate``/``finetune``'s result."""
+    scalars = {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
+    return {**scalars, **res.get("model", {})}, dict(res.get("baselines", {}))
 
 
 def comparison_rows(results: dict) -> list:
