@@ -37,7 +37,7 @@ from micronbert.train import make_optimizer  # noqa: E402
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
-def authors_swap(frame_a, frame_b, mask, p, mean=None, std=None, **_):
+def authors_swap(frame_a, frame_b, mask, p, mean=None, std=None, out_dtype=None, **_):
     """Their pipeline: ToTensor + Normalize on whole frames, then random_replace, a Python
     loop over the samples."""
     def prep(f):
