@@ -41,6 +41,15 @@ def _held_out_maps(model, table, masks_root):
     return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy()), roc_auc(still.numpy(), truth.numpy())
 
 
+def _add_model_flags(p, models, checkpoint="ours or the authors' checkpoint",
+                     model="named config (without --checkpoint)"):
+    """--checkpoint, --model, --overrides and --backend: which model a command runs."""
+    p.add_argument("--checkpoint", default=None, help=checkpoint)
+    p.add_argument("--model", default="micronbert_s8", choices=models, help=model)
+    p.add_argument("--overrides", default=None, help="JSON of config overrides")
+    _add_backend_flag(p)
+
+
 def _add_backend_flag(p):
     p.add_argument("--backend", choices=("auto", "triton", "torch", "reference"), default="auto",
                    help="path of attention, DMA and the swap: auto = the fused Triton kernels on "
@@ -516,11 +525,7 @@ def main(argv=None):
                     choices=("samm_long", "casme2_long", "casme3_long", "synthetic_long"),
                     help="annotation layout of --data (synthetic_long: `synth --long`)")
     sp.add_argument("--out", required=True, help="output folder")
-    sp.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
-    sp.add_argument("--model", default="micronbert_s8", choices=models,
-                    help="named config (without --checkpoint)")
-    sp.add_argument("--overrides", default=None, help="JSON of config overrides")
-    _add_backend_flag(sp)
+    _add_model_flags(sp, models)
     sp.add_argument("--method", default="both", choices=("both", "model", "flow"),
                     help="the model's score, the MDMD-style optical-flow baseline, or both")
     sp.add_argument("--fps", type=float, default=30.0, help="--video: its frame rate")
@@ -541,11 +546,8 @@ def main(argv=None):
         t = sub.add_parser(name, formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
         t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
         t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt, loss.png)")
-        t.add_argument("--model", default="micronbert_s8", choices=models,
-                       help="named config (with --resume: the file's own config)")
-        t.add_argument("--overrides", default=None, help="JSON of config overrides")
-        t.add_argument("--checkpoint", default=None, help="start from these weights")
-        _add_backend_flag(t)
+        _add_model_flags(t, models, checkpoint="start from these weights",
+                         model="named config (with --resume: the file's own config)")
         t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
         _add_train_flags(t)
         t.add_argument("--no-memory-check", action="store_true",
@@ -565,11 +567,7 @@ def main(argv=None):
                             "(default: detected from the folder's sheet or folders)")
         e.add_argument("--class-map", default=None, help="casme2_5 | megc2019_3 | own ...")
         e.add_argument("--out", required=True, help="output folder")
-        e.add_argument("--model", default="micronbert_s8", choices=models,
-                       help="named config (without --checkpoint)")
-        e.add_argument("--overrides", default=None, help="JSON of config overrides")
-        _add_backend_flag(e)
-        e.add_argument("--checkpoint", default=None, help="ours or the authors' checkpoint")
+        _add_model_flags(e, models)
         e.add_argument("--head-epochs", type=int, default=300,
                        help="epochs of the linear head per fold (probe and feature baselines)")
         e.add_argument("--no-baselines", action="store_true",
@@ -582,11 +580,7 @@ def main(argv=None):
                        help="unreadable clip or sheet row: stop with an error naming it, or skip it")
 
     v = sub.add_parser("visualize", formatter_class=fmt, help="micro-motion maps of a frame pair, a clip or a video")
-    v.add_argument("--checkpoint", default=None, help="weights")
-    v.add_argument("--model", default="micronbert_s8", choices=models,
-                   help="named config (without --checkpoint)")
-    v.add_argument("--overrides", default=None, help="JSON of config overrides")
-    _add_backend_flag(v)
+    _add_model_flags(v, models, checkpoint="weights (ours or the authors')")
     v.add_argument("--clip", default=None, help="a video or frame folder (maps of every frame vs the first)")
     v.add_argument("--frame-a", default=None, help="earlier frame (image file or folder)")
     v.add_argument("--frame-b", default=None, help="later frame")
