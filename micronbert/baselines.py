@@ -23,14 +23,23 @@ def _grey(frames: torch.Tensor) -> np.ndarray:
     return (frames.float().cpu() * w).sum(1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def farneback_flow(onset: torch.Tensor, apex: torch.Tensor) -> torch.Tensor:
-    """OpenCV Farneback flow onset -> apex on the grey frames: (B, 3, H, W) = u, v (px)
-    and the magnitude. Parameters as commonly used for micro-expressions (pyramid 0.5,
-    3 levels, window 15, 3 iterations, poly_n 5, sigma 1.2)."""
+# OpenCV Farneback parameters as commonly used for micro-expressions: pyramid scale 0.5, 3
+# levels, window 15, 3 iterations, poly_n 5, poly_sigma 1.2 (the one place they are set:
+# recognition features, map baselines and the spotting baseline all use ``farneback``).
+FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)
+
+
+def farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Farneback flow of two grey uint8 frames (H, W): (H, W, 2) float32 as (u, v) = (dx, dy) px."""
     import cv2
+    return cv2.calcOpticalFlowFarneback(a, b, None, *FARNEBACK)
+
+
+def farneback_flow(onset: torch.Tensor, apex: torch.Tensor) -> torch.Tensor:
+    """Farneback flow onset -> apex on the grey frames (``FARNEBACK``): (B, 3, H, W) = u, v
+    (px) and the magnitude."""
     a, b = _grey(onset), _grey(apex)
-    flows = [cv2.calcOpticalFlowFarneback(x, y, None, 0.5, 3, 15, 3, 5, 1.2, 0) for x, y in zip(a, b)]
-    uv = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2)  # B 2 H W
+    uv = torch.from_numpy(np.stack([farneback(x, y) for x, y in zip(a, b)])).permute(0, 3, 1, 2)
     return torch.cat([uv, uv.norm(dim=1, keepdim=True)], 1)
 
 

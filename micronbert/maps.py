@@ -48,30 +48,6 @@ def patch_pool(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
     return pooled[:, 0] if x.dim() == 3 else pooled.transpose(1, 2)
 
 
-def pixel_difference(onset, apex) -> torch.Tensor:
-    """Mean absolute difference over the channels of two frame batches (B, C, H, W), in
-    grey levels for uint8 frames: (B, H, W)."""
-    return (apex.float() - onset.float()).abs().mean(1)
-
-
-def farneback_flow(onset, apex) -> torch.Tensor:
-    """Dense optical flow onset -> apex (OpenCV Farneback on grey frames), (B, 2, H, W) as
-    (dy, dx) px: the usual input of MEGC recognition methods."""
-    import cv2
-
-    def grey(x):
-        x = x.float()
-        if x.shape[1] == 3:
-            x = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-        else:
-            x = x[:, 0]
-        return x.clamp(0, 255).round().to(torch.uint8).numpy()
-
-    a, b = grey(onset), grey(apex)
-    flows = [cv2.calcOpticalFlowFarneback(x, y, None, 0.5, 3, 9, 3, 5, 1.1, 0) for x, y in zip(a, b)]
-    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2)[:, [1, 0]].contiguous()
-
-
 def location_prior(table, masks_root, size) -> torch.Tensor:
     """A map that sees no pixels: the mean ground-truth mask (H, W) of the clips in
     ``table`` (the training subjects'), resized to ``size``."""
@@ -127,11 +103,11 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
         return {name: (None if np.isnan(v) else v) for name, v in out.items()}  # None: no clip
 
     enc = {id(x): model.encode(x)[1] for x in (onset, apex)}  # tokens, each set encoded once
-    flow_mag = lambda x, z: patch_pool(farneback_flow(x, z).norm(dim=1), p)  # noqa: E731
+    from .baselines import farneback_flow, pixel_difference  # the recognition baselines' maps
     probes = {
         "model": lambda x, z: model.motion_profile(model.micro_attention(x, z)[1]),
-        "pixel_difference": lambda x, z: patch_pool(pixel_difference(x, z), p),
-        "optical_flow": flow_mag,
+        "pixel_difference": lambda x, z: patch_pool(pixel_difference(x, z)[:, 0], p),
+        "optical_flow": lambda x, z: patch_pool(farneback_flow(x, z)[:, 2], p),  # the magnitude
         "pixel_cosine": lambda x, z: 1 - F.cosine_similarity(model.patchify(x), model.patchify(z), dim=-1),
         "token_change": lambda x, z: 1 - F.cosine_similarity(enc[id(x)], enc[id(z)], dim=-1),
         "null_key_probe": lambda x, z: null_key_probe(enc[id(z)], enc[id(x)]),

@@ -246,6 +246,8 @@ class FlowScorer:
 
     def one(self, a: np.ndarray, b: np.ndarray) -> float:
         import cv2
+
+        from .baselines import farneback
         ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
         gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
         # head motion: the global shift (phase correlation) undone before the flow, then
@@ -254,7 +256,7 @@ class FlowScorer:
         (sx, sy), _ = cv2.phaseCorrelate(ga.astype(np.float32), gb.astype(np.float32), win)
         gb = cv2.warpAffine(gb, np.float32([[1, 0, -sx], [0, 1, -sy]]), gb.shape[::-1],
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        flow = farneback(ga, gb)
         flow -= np.median(flow.reshape(-1, 2), axis=0)
         m = max(1, flow.shape[0] // 12)  # the crop's edge: new content when the head moves
         flow = flow[m:-m, m:-m]
