@@ -102,6 +102,7 @@ def test_ddp_two_gloo_processes_match_one_process(clips, tmp_path):
     # ignores; a weight that happens to get none) takes a step of up to lr whose sign is set by
     # the reduction order. Such elements are rare; each is bounded by the steps taken (4 x lr).
     for (n, p), q in zip(ma.named_parameters(), mb.parameters()):
+        p, q = p.detach(), q.detach()
         off = (p - q).abs() > 1e-5 + 1e-4 * q.abs()
         assert off.float().mean() <= 1e-3 or n.endswith("attn.qkv.bias"), (n, int(off.sum()), p.numel())
         assert float((p - q).abs().max()) <= 4 * 1e-3 * 1.01, n
