@@ -429,7 +429,7 @@ def demo(args) -> dict:
           + "\n".join(f"  {r['map']:<38} {r['roc_auc']:.3f}  control {r['control_no_motion']:.3f}"
                        for r in diagnostics), flush=True)
     print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
-    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True)
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed)
     loso_model, loso_base = loso_parts(res)
     keep = ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects")
     out = {"map_auc": auc1, "map_auc_untrained": summary["untrained"], "map_auc_no_motion_control": auc_still,
@@ -542,16 +542,15 @@ def main(argv=None):
     sp.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                     help="unreadable video or sheet row: stop naming it, or skip and list it")
 
-    for name in ("pretrain",):
-        t = sub.add_parser(name, formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
-        t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
-        t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt, loss.png)")
-        _add_model_flags(t, models, checkpoint="start from these weights",
-                         model="named config (with --resume: the file's own config)")
-        t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
-        _add_train_flags(t)
-        t.add_argument("--no-memory-check", action="store_true",
-                       help="skip the estimate of a step's memory against the free memory")
+    t = sub.add_parser("pretrain", formatter_class=fmt, help="pre-train (torchrun for several GPUs/processes)")
+    t.add_argument("--data", required=True, help="folder of videos and/or frame folders")
+    t.add_argument("--out", required=True, help="output folder (log.jsonl, last.pt, loss.png)")
+    _add_model_flags(t, models, checkpoint="start from these weights",
+                     model="named config (with --resume: the file's own config)")
+    t.add_argument("--config", default=None, help="JSON file of flag values (flags win)")
+    _add_train_flags(t)
+    t.add_argument("--no-memory-check", action="store_true",
+                   help="skip the estimate of a step's memory against the free memory")
 
     for name in ("evaluate", "finetune"):
         what = ("LOSO: encoder + DMA + head fine-tuned end to end per fold (torchrun: folds split "

@@ -47,26 +47,10 @@ def markdown_table(rows: list) -> str:
 
 def save_bars(path: str, rows: list, title: str = "") -> None:
     """Grouped bars: map ROC-AUC (and its no-motion control) and LOSO UF1 per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    metrics = [("map_auc", "map ROC-AUC"), ("map_control", "map, no-motion control"),
-               ("loso_uf1", "LOSO UF1")]
-    x = np.arange(len(rows))
-    w = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 3.6))
-    for i, (k, label) in enumerate(metrics):
-        vals = [r[k] if r[k] is not None else np.nan for r in rows]
-        ax.bar(x + (i - 1) * w, vals, w, label=label)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(x, [r["method"].replace(" (", "\n(") for r in rows], fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from .viz import save_bars as bars
+    bars(path, {r["method"]: r for r in rows},
+         keys=(("map_auc", "map ROC-AUC"), ("map_control", "map, no-motion control"), ("loso_uf1", "LOSO UF1")),
+         chance=0.5, chance_label="0.5", ylim=(0, 1.25), title=title)
 
 
 def write_comparison(out_dir: str, results: dict, title: str = "") -> str:

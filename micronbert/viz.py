@@ -143,26 +143,30 @@ def save_confusion(path, matrix, classes, title=None):
     return fig
 
 
-def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title=None):
-    """Grouped bars: one group per method (``results``: {name: {accuracy, uf1, uar}}), one
-    bar per metric, the chance UF1 as a dashed line."""
+def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title=None,
+              chance_label="chance UF1", ylim=(0, 1.25)):
+    """Grouped bars: one group per method (``results``: {name: {key: value or None}}), one
+    bar per metric (``keys``: names, or (name, label) pairs), ``chance`` as a dashed line."""
     plt = _plt()
     names = list(results)
+    keys = [k if isinstance(k, tuple) else (k, k.upper() if k != "accuracy" else k) for k in keys]
     x = np.arange(len(names))
     w = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))
-    for i, k in enumerate(keys):
-        vals = [results[n][k] for n in names]
-        bars = ax.bar(x + (i - (len(keys) - 1) / 2) * w, vals, w, label=k.upper() if k != "accuracy" else k)
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.4))
+    for i, (k, label) in enumerate(keys):
+        vals = [np.nan if results[n].get(k) is None else results[n][k] for n in names]
+        bars = ax.bar(x + (i - (len(keys) - 1) / 2) * w, vals, w, label=label)
         for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
+            if not np.isnan(v):
+                ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
     if chance is not None:
-        ax.axhline(chance, color="grey", ls="--", lw=1, label="chance UF1")
-    ax.set_xticks(x, [n.replace("_", " ") for n in names], fontsize=8)
-    ax.set_ylim(0, 1.25)
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=chance_label)
+    ax.set_xticks(x, [n.replace("_", " ").replace(" (", "\n(") for n in names], fontsize=7)
+    ax.set_ylim(*ylim)
     ax.legend(fontsize=7, ncol=4, loc="upper center")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
