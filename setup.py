@@ -1,6 +1,9 @@
+import glob
+import os
 import re
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 # one version source: micronbert/__init__.py
 VERSION = re.search(r'^__version__ = "([^"]+)"', open("micronbert/__init__.py", encoding="utf-8").read(),
@@ -8,8 +11,21 @@ VERSION = re.search(r'^__version__ = "([^"]+)"', open("micronbert/__init__.py", 
 DATA = ["av", "opencv-python-headless<5", "openpyxl", "pandas", "pillow", "scikit-image", "scipy", "tqdm"]
 VIZ = ["matplotlib"]
 
-# The top-level kernels/ folder is installed as micronbert.kernels (never as a
-# top-level `kernels` module: a popular package of that name exists).
+
+class BuildPy(build_py):
+    """Installs the modules of the top-level kernels/ folder into micronbert/kernels/, beside
+    micronbert/kernels/__init__.py: the fused ops are only ever the package micronbert.kernels.
+    kernels/ has no __init__.py, so it is never a top-level `kernels` package that could shadow
+    the PyPI package of that name (see micronbert/kernels/__init__.py)."""
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        if package == "micronbert.kernels":
+            modules += [(package, os.path.splitext(os.path.basename(f))[0], f)
+                        for f in sorted(glob.glob(os.path.join("kernels", "*.py")))]
+        return modules
+
+
 setup(
     name="micronbert-fused",
     version=VERSION,
@@ -19,7 +35,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=["micronbert", "micronbert.data", "micronbert.kernels"],
-    package_dir={"micronbert": "micronbert", "micronbert.kernels": "kernels"},
     # the drop-in ops and the model need only these; a range, so that a torch already
     # installed (e.g. a CUDA build) is kept
     install_requires=["torch>=2.4", "numpy", "triton>=3.6; platform_system == 'Linux'"],
@@ -33,5 +48,6 @@ setup(
         "test": DATA + VIZ + ["pytest", "pytest-benchmark", "scikit-learn", "transformers",
                               "nvidia-dali-cuda120"],
     },
+    cmdclass={"build_py": BuildPy},
     entry_points={"console_scripts": ["micronbert=micronbert.cli:main"]},
 )

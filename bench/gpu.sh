@@ -21,12 +21,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-# the package without installing it: micronbert/ with kernels/ as micronbert/kernels
-SITE=$(mktemp -d)
-cp -r "$ROOT/micronbert" "$SITE/micronbert"
-rm -rf "$SITE/micronbert/kernels"
-cp -r "$ROOT/kernels" "$SITE/micronbert/kernels"
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" MICRONBERT_BENCH_OUT="$OUT"
+# the package without installing it: the checkout itself (micronbert/kernels/__init__.py finds the
+# top-level kernels/ folder), first on the path for the benches as `python -m pytest` has it
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" MICRONBERT_BENCH_OUT="$OUT"
 unset TRITON_INTERPRET
 cd "$ROOT"
 "$PY" - <<'PY' | tee "$OUT/device.txt"
@@ -36,6 +33,7 @@ print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, triton
       f"cuda {torch.version.cuda}")
 PY
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
+"$PY" -c "import pytest, micronbert.kernels" || { echo "bench/gpu.sh: pytest or micronbert.kernels cannot be imported" >&2; exit 1; }
 status=0
 step() {  # step SECONDS NAME CMD...: run with a time limit, log, keep going
   local limit=$1 name=$2; shift 2
