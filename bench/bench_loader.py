@@ -11,7 +11,9 @@ and the CLI's loader (--workers, --prefetch), each with an idle consumer (the lo
 throughput) and with a consumer busy for as long as a synchronous batch takes (as if it
 waited on a GPU step: prefetch should hide the loading); the best of --repeats runs of
 --batches batches, round robin over the rows (one loader per row, continuing). images/s
-counts pairs, as bench_train does. With DALI importable, the same rows with --dali (its default device).
+counts pairs, as bench_train does. With DALI importable (and no --no-dali), the same rows with
+--dali (its default device); where DALI is missing or fails to load (the GPU image has none),
+its rows are skipped with a line saying so. Rows are written as each group is measured.
 Data: --data, or a synthetic set (JPEG frame folders, CASME II layout) written at --size px.
 Writes bench/results/<device>/bench_loader.{csv,md}.
 """
@@ -26,7 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import time_ms, write_table  # noqa: E402
+from common import Table, time_ms  # noqa: E402
 from micronbert.cli import _add_train_flags  # noqa: E402
 from micronbert.config import get_config  # noqa: E402
 from micronbert.data import write_synthetic_dataset  # noqa: E402
@@ -59,25 +61,23 @@ def best_rates(loaders: dict, args, busy_ms: float) -> dict:
     return best
 
 
-def loader_rows(args, cfg) -> list:
+def loader_rows(args, cfg, table) -> None:
     """The synchronous loader, --workers alone, and the CLI's loader (--workers, --prefetch):
     with an idle consumer, then one busy for as long as a synchronous batch takes."""
     flags = lambda w, k: argparse.Namespace(**{**vars(args), "workers": w, "prefetch": k})  # noqa: E731
     variants = dict.fromkeys([(1, 0), (args.workers, 0), (args.workers, args.prefetch)])
     loaders = {v: pretrain_loader(flags(*v), cfg) for v in variants}
-    idle = best_rates(loaders, args, 0.0)
-    busy_ms = 1e3 / idle[(1, 0)]
-    busy = best_rates(loaders, args, busy_ms)
-    rows = []
-    for ms, rates in ((0.0, idle), (busy_ms, busy)):
+    busy_ms = 0.0
+    for _ in ("idle", "busy"):
+        rates = best_rates(loaders, args, busy_ms)
         for (workers, prefetch), loader in loaders.items():
             rate = rates[(workers, prefetch)]
-            rows.append({"route": type(loader).__name__ + (f" ({loader.device})" if args.dali else ""),
-                         "workers": workers, "prefetch": prefetch, "cache_clips": loader.cache_clips,
-                         "pinned": loader.pin_memory, "consumer_ms": ms, "batch": args.batch,
-                         "px": cfg.img_size[0], "batches_per_s": rate, "images_per_s": rate * args.batch})
-            print(rows[-1], flush=True)
-    return rows
+            table.add({"route": type(loader).__name__ + (f" ({loader.device})" if args.dali else ""),
+                       "workers": workers, "prefetch": prefetch, "cache_clips": loader.cache_clips,
+                       "pinned": loader.pin_memory, "consumer_ms": busy_ms, "batch": args.batch,
+                       "px": cfg.img_size[0], "batches_per_s": rate, "images_per_s": rate * args.batch})
+            print(table.rows[-1], flush=True)
+        busy_ms = 1e3 / rates[(1, 0)]  # next: a consumer busy as long as a synchronous batch
 
 
 def step_row(args, device: str) -> dict:
@@ -115,25 +115,35 @@ def main():
     ap.add_argument("--batches", type=int, default=12, help="batches timed per row")
     ap.add_argument("--repeats", type=int, default=2, help="timings per row (the best is kept)")
     ap.add_argument("--no-step", action="store_true", help="do not time the training step")
+    ap.add_argument("--no-dali", action="store_true", help="do not measure the --dali loader")
+    ap.add_argument("--subjects", type=int, default=4, help="subjects of the synthetic set")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = get_config(args.model)
-    rows = []
+    table = Table("bench_loader", device)
     with tempfile.TemporaryDirectory() as d:
         if args.data is None:
-            args.data = write_synthetic_dataset(d, n_subjects=4, clips_per_class=2, size=args.size,
-                                                progress=False)
-        routes = [False]
-        try:
-            import nvidia.dali  # noqa: F401
-            routes.append(True)
-        except ImportError:
-            print("DALI not importable: the --dali loader is not measured")
-        for dali in routes:
-            rows += loader_rows(argparse.Namespace(**{**vars(args), "dali": dali}), cfg)
+            args.data = write_synthetic_dataset(d, n_subjects=args.subjects, clips_per_class=2,
+                                                size=args.size, progress=False)
+        loader_rows(argparse.Namespace(**{**vars(args), "dali": False}), cfg, table)
+        why = "--no-dali" if args.no_dali else dali_missing()
+        if why:
+            print(f"the --dali loader is not measured: {why}")
+            table.note(f"the --dali loader is not measured: {why}")
+        else:
+            loader_rows(argparse.Namespace(**{**vars(args), "dali": True}), cfg, table)
     if not args.no_step:
-        rows.append(step_row(args, device))
-    write_table("bench_loader", rows, device)
+        table.add(step_row(args, device))
+    table.finish()
+
+
+def dali_missing():
+    """None where DALI loads, else why not (missing, or failing to load: the GPU image)."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install (e.g. its CUDA libraries)
+        return f"DALI cannot be imported ({type(e).__name__}: {e})"
+    return None
 
 
 if __name__ == "__main__":

@@ -11,12 +11,15 @@
 Every route is fed what the loader gives: uint8 frames (B, 3, 224, 224) on the device.
 
     python bench/bench_train.py                 # GPU: B in {16, 64}, bf16 autocast
-    python bench/bench_train.py --batches 2     # a CPU machine
+    python bench/bench_train.py                 # a CPU: B=2 in fp32 (--precision bf16: autocast)
+    python bench/bench_train.py --model micronbert_tiny --batches 1 --routes reference fused  # smoke
 
 images/s counts pairs per second of full training steps (forward, backward, AdamW);
 model FLOPs are counted once (torch.utils.flop_counter on the reference route, fwd+bwd);
-MFU = achieved model FLOP/s over the device's dense bf16 peak (known GPUs only).
-Writes bench/results/<device>/bench_train.{csv,md,png}.
+frac_gemm = achieved model FLOP/s over the machine's own GEMM rate at the model's MLP shape
+in the same precision, measured in the same run (common.machine_limits); on a GPU
+mfu_spec = the same over the spec sheet's dense bf16 peak (an assumption, common.SPEC_SHEET).
+Writes bench/results/<device>/bench_train.{csv,md,png}, a row as each route is timed.
 """
 from __future__ import annotations
 
@@ -29,12 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import micronbert.model as M  # noqa: E402
-from common import line_plot, series_by, peak_mb, time_ms, write_table  # noqa: E402
-from micronbert import create_model  # noqa: E402
+from common import (Table, fraction, gemm_shape, limit_notes, line_plot, machine_limits,  # noqa: E402
+                    peak_mb, series_by, spec_fraction, time_ms)
+from micronbert import create_model, get_config  # noqa: E402
 from micronbert.kernels import patchify, random_swap_mask  # noqa: E402
 from micronbert.train import make_optimizer  # noqa: E402
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 def authors_swap(frame_a, frame_b, mask, p, mean=None, std=None, out_dtype=None, **_):
@@ -54,13 +56,13 @@ def authors_swap(frame_a, frame_b, mask, p, mean=None, std=None, out_dtype=None,
     return s, x, y
 
 
-def make_step(route, batch, device, amp):
+def make_step(route, name, batch, device, amp):
     torch.manual_seed(0)
     backend = "reference" if route in ("authors", "reference") else "auto"
-    model = create_model("micronbert_s8", backend=backend).to(device).train()
+    model = create_model(name, backend=backend).to(device).train()
     opt = make_optimizer(model, 1e-4)
-    x, y = frames(batch, device)
-    mask = random_swap_mask(batch, 28, 0.5, device=device)
+    x, y = frames(model.config, batch, device)
+    mask = random_swap_mask(batch, model.config.grid, 0.5, device=device)
     net = torch.compile(model) if route == "compiled" else model
     swap = authors_swap if route == "authors" else M.blockwise_swap_patches
 
@@ -78,49 +80,55 @@ def make_step(route, batch, device, amp):
     return step
 
 
-def frames(batch, device):
+def frames(config, batch, device):
     """A uint8 pair as the loader gives it: I_t and I_{t+d} a few grey levels apart."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 250, (batch, 3, 224, 224), dtype=torch.uint8, generator=g)
+    x = torch.randint(0, 250, (batch, 3, *config.img_size), dtype=torch.uint8, generator=g)
     y = x + torch.randint(0, 6, x.shape, dtype=torch.uint8, generator=g)
     return x.to(device), y.to(device)
 
 
-def model_flops(batch, device):
+def model_flops(name, batch, device):
     from torch.utils.flop_counter import FlopCounterMode
-    model = create_model("micronbert_s8", backend="reference").to(device).train()
-    x, y = frames(batch, device)
+    model = create_model(name, backend="reference").to(device).train()
+    x, y = frames(model.config, batch, device)
     with FlopCounterMode(display=False) as fc:
-        model(x, y, swap_mask=random_swap_mask(batch, 28, 0.5, device=device))["loss"].backward()
+        mask = random_swap_mask(batch, model.config.grid, 0.5, device=device)
+        model(x, y, swap_mask=mask)["loss"].backward()
     return fc.get_total_flops()
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="micronbert_s8", help="named config")
     ap.add_argument("--batches", type=int, nargs="+", default=None)
     ap.add_argument("--routes", nargs="+", default=["authors", "reference", "fused", "compiled"])
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    ap.add_argument("--reps", type=int, default=3, help="timed steps per route (the median is kept)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batches = args.batches or ([16, 64] if device == "cuda" else [2])
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
-    name = torch.cuda.get_device_name() if device == "cuda" else ""
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    rows = []
+    precision = ("bf16" if device == "cuda" else "fp32") if args.precision == "auto" else args.precision
+    amp = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    lim = machine_limits(device, gemm_shape(get_config(args.model), max(batches)), quick=args.reps < 2)
+    table = Table("bench_train", device, limit_notes(lim) + [f"model {args.model}, precision {precision}"])
     for b in batches:
-        flops = model_flops(b, device)
+        flops = model_flops(args.model, b, device)
         for route in args.routes:
-            step = make_step(route, b, device, amp)
-            ms = time_ms(step, device, warmup=2 if route != "compiled" else 3, reps=3)
+            step = make_step(route, args.model, b, device, amp)
+            ms = time_ms(step, device, warmup=2 if route != "compiled" else 3, reps=args.reps)
             tflops = flops / ms / 1e9
-            rows.append({"route": route, "B": b, "median_ms": ms, "images_per_s": b / ms * 1e3,
-                         "model_tflop_per_step": flops / 1e12, "achieved_tflops": tflops,
-                         "mfu": tflops / peak if peak else None, "peak_mb": peak_mb(step, device)})
-            print(rows[-1], flush=True)
+            table.add({"route": route, "B": b, "precision": precision, "median_ms": ms,
+                       "images_per_s": b / ms * 1e3, "model_tflop_per_step": flops / 1e12,
+                       "achieved_tflops": tflops, "frac_gemm": fraction(tflops, lim, precision),
+                       "mfu_spec": spec_fraction(tflops, lim), "peak_mb": peak_mb(step, device)})
+            print(table.rows[-1], flush=True)
 
     def plot(path):
-        line_plot(path, series_by(rows, "route", "B", "images_per_s"), "batch", "images/s", logx=True)
+        line_plot(path, series_by(table.rows, "route", "B", "images_per_s"), "batch", "images/s", logx=True)
 
-    write_table("bench_train", rows, device, plot)
+    table.finish(plot)
 
 
 if __name__ == "__main__":
