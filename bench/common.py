@@ -232,7 +232,8 @@ def limit_notes(lim: dict) -> list:
         lines.append(f"spec-sheet ASSUMPTION (not measured), {name}: {tf:g} dense bf16 TFLOP/s, {tb:g} TB/s")
     if lim["device"] != "cuda" and lim["load"] is not None:
         lines.append(f"load average {lim['load']:.2f} on {os.cpu_count()} cores at the start: on a shared "
-                     "machine other jobs run alongside, so rates and times are noisy")
+                     "machine other jobs run alongside, so rates and times are noisy (a frac_gemm above 1: "
+                     "other jobs slowed the GEMM more than the timed op)")
     return lines
 
 

@@ -24,9 +24,10 @@
 #     2 subjects x 3 clips per class: LOSO = 2 folds of 20 epochs each, no baselines; the
 #     per-epoch wall times are in OUT/finetune.log, the scores in OUT/finetune/ (a speed
 #     check of the fine-tuning path, not a result: random init, synthetic data).
-# Every bench measures the machine's own GEMM and copy rates in the same run and writes its rows
-# as it measures them (a time limit loses one row, not a table): OUT/<name>.{md,csv} (+ png
-# with matplotlib), all packed as OUT/gpu_tables.tgz (the device tool brings back few files).
+# bench_dma, bench_train and bench_spot measure the GPU's own bf16 GEMM rate and copy bandwidth in
+# the same run (frac_gemm; mfu_spec is over the spec sheet's peak, an assumption: common.SPEC_SHEET).
+# Every bench writes its rows as it measures them (a time limit loses one row, not a table):
+# OUT/<name>.{md,csv} (+ png with matplotlib), all packed as OUT/gpu_tables.tgz.
 set -uo pipefail
 CHECK=0
 if [ "${1:-}" = "--cpu-check" ]; then CHECK=1; shift; fi
