@@ -24,6 +24,8 @@
 #     2 subjects x 3 clips per class: LOSO = 2 folds of 20 epochs each, no baselines; the
 #     per-epoch wall times are in OUT/finetune.log, the scores in OUT/finetune/ (a speed
 #     check of the fine-tuning path, not a result: random init, synthetic data).
+# Steps 7-9 need micronbert[data] (pandas, PyAV, OpenCV, Pillow, SciPy, scikit-image, tqdm): where
+# the machine lacks one, the step is skipped with a line naming it (OUT/<step>.log), not failed.
 # bench_dma, bench_train and bench_spot measure the GPU's own bf16 GEMM rate and copy bandwidth in
 # the same run (frac_gemm; mfu_spec is over the spec sheet's peak, an assumption: common.SPEC_SHEET).
 # Every bench writes its rows as it measures them (a time limit loses one row, not a table):
@@ -65,6 +67,14 @@ step() {  # step SECONDS NAME CMD...: run with a time limit, log, keep going
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
   [ $rc = 0 ] || { status=1; tail -20 "$OUT/$name.log"; }
 }
+missing() {  # missing MODULE...: those this python cannot import, space-separated (none: empty)
+  "$PY" -c 'import importlib.util as u, sys; print(" ".join(m for m in sys.argv[1:] if u.find_spec(m) is None))' "$@"
+}
+needs() {  # needs "MODULE..." SECONDS NAME CMD...: a step, skipped (said, not failed) without its modules
+  local miss; miss=$(missing $1); shift
+  if [ -n "$miss" ]; then echo "== $2: skipped, this python has no $miss" | tee "$OUT/$2.log"; else step "$@"; fi
+}
+DATA="pandas av cv2 PIL scipy skimage tqdm"  # micronbert[data]: the loader, spotting, fine-tuning
 pick() { if [ $CHECK = 1 ]; then echo "$2"; else echo "$1"; fi; }  # pick GPU_FLAGS CPU_CHECK_FLAGS
 TESTS="tests/test_dma.py tests/test_swap.py tests/test_compile.py tests/test_foreign_vit.py tests/test_model.py tests/test_roofline.py"
 FT=$(mktemp -d)
@@ -78,10 +88,10 @@ step 25 bench_swap "$PY" bench/bench_swap.py --batches $(pick "16 64 256" 1)
 step 120 bench_train "$PY" bench/bench_train.py --batches $(pick 64 1) \
   $(pick "" "--model micronbert_tiny --routes authors reference fused --reps 1")
 step 60 bench_compile_sm90 "$PY" bench/bench_compile_sm90.py $(pick "" --quick)
-step 35 bench_loader "$PY" bench/bench_loader.py $(pick "--batch 32 --batches 4 --repeats 1" \
+needs "$DATA" 35 bench_loader "$PY" bench/bench_loader.py $(pick "--batch 32 --batches 4 --repeats 1" \
   "--model micronbert_tiny --size 64 --batch 2 --batches 2 --repeats 1 --workers 1 --prefetch 1 --subjects 1 --no-dali")
-step 40 bench_spot "$PY" bench/bench_spot.py $(pick --quick --tiny)
-step 55 finetune bash -c "'$PY' -m micronbert.cli synth --out '$FT/data' --subjects 2 --clips-per-class $(pick 3 1) \
+needs "$DATA" 40 bench_spot "$PY" bench/bench_spot.py $(pick --quick --tiny)
+needs "$DATA" 55 finetune bash -c "'$PY' -m micronbert.cli synth --out '$FT/data' --subjects 2 --clips-per-class $(pick 3 1) \
   && '$PY' -m micronbert.cli finetune --data '$FT/data' --dataset synthetic --out '$OUT/finetune' --no-baselines \
   --model $(pick micronbert_s8 micronbert_tiny) --epochs $(pick 20 1)"
 }

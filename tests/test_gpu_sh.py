@@ -3,6 +3,7 @@ the CPU, with the test modules collected from the checkout (the package with ker
 every bench table written with the machine's measured limits beside its speeds."""
 import csv
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -28,7 +29,8 @@ def test_gpu_sh_cpu_check_runs_every_step(tmp_path):
         assert f"== {step}: exit 0" in r.stdout, step
         assert (out / f"{step}.log").is_file(), step
     log = (out / "tests.log").read_text()
-    assert " tests collected in " in log and "error" not in log.lower(), log[-2000:]
+    # every test module imports (a collection error reads "N tests collected, 1 error in")
+    assert re.search(r"^\d+ tests collected in ", log.strip().splitlines()[-1]), log[-2000:]
     # the speeds stand beside the machine's own GEMM rate, measured in the same run
     for name in ("bench_dma", "bench_train", "bench_spot"):
         table = rows(out, name)
