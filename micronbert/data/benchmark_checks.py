@@ -69,7 +69,7 @@ def location_prior_auc(table, truth: torch.Tensor, masks_root: str, patch: int =
     grid = (size[0] // patch, size[1] // patch)
     scores = torch.zeros(truth.shape)
     for s in sorted(table.subject.unique()):
-        test = torch.from_numpy((table.subject == s).values)
+        test = torch.from_numpy((table.subject == s).to_numpy(copy=True))
         prior = patch_pool(location_prior(table[~test.numpy()], masks_root, size)[None], patch)
         scores[test] = F.interpolate(prior.reshape(1, 1, *grid), size=size, mode="bilinear",
                                      align_corners=False)[0, 0]
