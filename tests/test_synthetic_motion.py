@@ -12,7 +12,7 @@ from PIL import Image
 
 from micronbert.data.benchmark_checks import check_benchmark, mask_positions
 from micronbert.data.synthetic import NO_MOTION, synthetic_clip, write_synthetic_dataset
-from micronbert.data.synthetic_motion import MOTION_CLASSES, benchmark_of
+from micronbert.data.synthetic_motion import MOTION_CLASSES, benchmark_classes, benchmark_of
 
 
 def tree_hash(root: str) -> str:
@@ -113,3 +113,13 @@ def test_the_checks_catch_place_on_the_regions_set(small_sets):
     assert res["benchmark"] == "regions"
     assert res["location_prior_auc"] > 0.8, res["location_prior_auc"]
     assert res["position"]["uf1"] > 0.9 > res["position"]["chance_band"][1], res["position"]
+
+
+def test_synth_writes_the_motion_benchmark_unless_told_regions(tmp_path):
+    from micronbert.cli import main
+    for flags, want in (([], "motion"), (["--benchmark", "regions"], "regions")):
+        out = tmp_path / want
+        assert main(["synth", "--out", str(out), "--subjects", "1", "--clips-per-class", "1", *flags]) == 0
+        assert benchmark_of(str(out)) == want
+        sheet = pd.read_excel(out / "CASME2-coding-synthetic.xlsx")
+        assert set(sheet["Estimated Emotion"]) == set(benchmark_classes(want))
