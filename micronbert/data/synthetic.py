@@ -307,8 +307,8 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
 
     ``nuisance`` above ``none`` (``NUISANCE``): every clip carries the level's nuisance, the
     sheet gets the column ``Amplitude`` (px at the apex), ``nuisance.json`` records the
-    level, and each subject gets ``round(still * clips_per_class)`` clips of a fifth class
-    ``no_motion`` (``EP05_*``): head motion and nuisance without micro-motion, an empty
+    level, and each subject gets ``round(still * clips_per_class)`` clips of one more class
+    ``no_motion`` (the last ``EPcc_*``: ``EP05`` for regions): head motion and nuisance without micro-motion, an empty
     mask. For recognition that is a class of its own ("did anything move?").
 
     ``benchmark`` (``synthetic_motion.BENCHMARKS``): ``regions``, the classes of
