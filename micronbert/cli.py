@@ -109,7 +109,7 @@ def cmd_synth(args):
     from .data.synthetic import write_synthetic_dataset
     write_synthetic_dataset(args.out, n_subjects=args.subjects, clips_per_class=args.clips_per_class,
                             size=args.size, fps=args.fps, seed=args.seed, video=args.video,
-                            nuisance=args.nuisance)
+                            nuisance=args.nuisance, benchmark=args.benchmark)
     print(f"[synth] wrote {args.out} (CASME II layout, sheet CASME2-coding-synthetic.xlsx, masks/"
           + (f", nuisance {args.nuisance}: nuisance.json" if args.nuisance != "none" else "") + ")")
     print(_next_commands(args.out, "sub01/EP01_01" + (".mp4" if args.video else "")))
@@ -510,6 +510,10 @@ def main(argv=None):
                         "head drift, blinks, illumination, noise, compression "
                         "(micronbert.data.synthetic_long.NUISANCE). Default: none; --long: medium")
     s.add_argument("--seed", type=int, default=0, help="seed")
+    s.add_argument("--benchmark", choices=("motion", "regions"), default="motion",
+                   help="motion: classes are the kind and direction of the motion at a place drawn per "
+                        "clip (micronbert.data.synthetic_motion); regions: one fixed region per class, the "
+                        "set of earlier versions (place answers). Not with --long")
     s.add_argument("--long", action="store_true",
                    help="long videos for spotting (SAMM Long Videos layout and sheet) with nuisance "
                         "and micro/macro-expressions at known frames")

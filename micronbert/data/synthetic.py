@@ -49,7 +49,8 @@ def face_images(size: int = 64, max_faces: int = 101) -> torch.Tensor:
     return torch.stack(faces[:max_faces]).clamp(0, 255).round().to(torch.uint8)
 
 
-def warp_region(img: torch.Tensor, center, shift, sigma: float, head: Optional[torch.Tensor] = None):
+def warp_region(img: torch.Tensor, center, shift, sigma: float, head: Optional[torch.Tensor] = None,
+                linear=None):
     """Move the content around ``center`` (y, x in px) by ``shift`` (dy, dx) px.
 
     Args:
@@ -57,6 +58,8 @@ def warp_region(img: torch.Tensor, center, shift, sigma: float, head: Optional[t
         head: optional (2, 3) map of output pixels (y, x, 1) to face pixels (the inverse
             head pose, ``head_pose``): the deformed face is then moved with the head, in
             the same single resampling.
+        linear: optional 2x2 ((a, b), (c, d)) px: a local linear deformation added to the
+            shift, bump * linear @ (p - center) / sigma in (y, x) (expand: a = d > 0).
     Returns:
         warped image (C, H, W) and the local displacement magnitude (H, W) in px, at the
         output pixels (the head motion is not in it).
@@ -69,6 +72,10 @@ def warp_region(img: torch.Tensor, center, shift, sigma: float, head: Optional[t
                   head[1, 0] * ys + head[1, 1] * xs + head[1, 2])
     bump = torch.exp(-((ys - center[0]) ** 2 + (xs - center[1]) ** 2) / (2 * sigma ** 2))
     dy, dx = shift[0] * bump, shift[1] * bump
+    if linear is not None:  # (none: the shift alone, bit for bit as before)
+        ry, rx = (ys - center[0]) / sigma, (xs - center[1]) / sigma
+        dy = dy + bump * (linear[0][0] * ry + linear[0][1] * rx)
+        dx = dx + bump * (linear[1][0] * ry + linear[1][1] * rx)
     # backward warp: out(x) = img(x - u(x)); grid in [-1, 1] with align_corners=False
     gx = (xs - dx + 0.5) / w * 2 - 1
     gy = (ys - dy + 0.5) / h * 2 - 1
@@ -196,13 +203,15 @@ def synthetic_clip(face: torch.Tensor, cls, g: torch.Generator, n_frames: int = 
     """One clip: uint8 (T, 3, H, W), the apex motion mask (H, W) and (onset, apex, offset)
     0-based. Onset-apex-offset lasts at most 0.5 s at ``fps``. ``cls`` names one of
     ``SYNTH_CLASSES`` or ``NO_MOTION`` (an empty mask), or is ((y, x), (dy, dx)) itself
-    (e.g. from ``random_motion``).
+    (e.g. from ``random_motion``) or ((y, x), (dy, dx), linear) (``warp_region``'s
+    ``linear`` per px of amplitude; ``synthetic_motion.draw_motion``).
 
     ``nuisance`` (a level of ``NUISANCE``) draws its head motion, light, blur and noise from
     ``gn`` (default: seeded from ``g``) and its micro-motion amplitude from its own
     ``amplitude`` instead of ``min_shift``/``max_shift``; ``g`` draws what ``none`` draws, in
     the same order. Compression happens where the clip is written (``_write_clip``).
-    ``info``, a dict, receives the clip's micro-motion ``amplitude`` (px at the apex)."""
+    ``info``, a dict, receives the clip's micro-motion ``amplitude`` (px at the apex), its
+    ``center`` (y, x px) and ``sigma`` (px)."""
     nz = nuisance_level(nuisance)
     _, h, w = face.shape
     span = min(n_frames - 2, int(0.5 * fps))
@@ -210,8 +219,9 @@ def synthetic_clip(face: torch.Tensor, cls, g: torch.Generator, n_frames: int = 
     offset = onset + span
     apex = onset + span // 2
     still = isinstance(cls, str) and cls == NO_MOTION
-    (cy, cx), (dy, dx) = ((0.5, 0.5), (0.0, 0.0)) if still else (
+    (cy, cx), (dy, dx), *lin = ((0.5, 0.5), (0.0, 0.0)) if still else (
         SYNTH_CLASSES[cls] if isinstance(cls, str) else cls)
+    lin = lin[0] if lin else None
     r = torch.rand(4, generator=g).tolist()
     cy, cx = h * (cy + 0.04 * (r[0] - 0.5)), w * (cx + 0.04 * (r[1] - 0.5))
     if not nz.is_none:
@@ -219,7 +229,7 @@ def synthetic_clip(face: torch.Tensor, cls, g: torch.Generator, n_frames: int = 
     mag = 0.0 if still else min_shift + (max_shift - min_shift) * r[2]
     sigma = w * (0.05 + 0.02 * r[3])
     if info is not None:
-        info["amplitude"] = mag
+        info.update(amplitude=mag, center=(cy, cx), sigma=sigma)
     if not nz.is_none:  # head pose, light and blur: smooth paths over the clip
         if gn is None:
             gn = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=g)))
@@ -236,7 +246,8 @@ def synthetic_clip(face: torch.Tensor, cls, g: torch.Generator, n_frames: int = 
         a = 0.0 if not onset < t < offset else math.sin(math.pi * (t - onset) / (offset - onset)) ** 2
         head = None if nz.is_none else head_pose((float(ty[t]), float(tx[t])), float(rot[t]),
                                                  float(scl[t]), (h, w))
-        img, disp = warp_region(face.float(), (cy, cx), (a * mag * dy, a * mag * dx), sigma, head)
+        img, disp = warp_region(face.float(), (cy, cx), (a * mag * dy, a * mag * dx), sigma, head,
+                                None if lin is None else [[a * mag * v for v in row] for row in lin])
         if not nz.is_none:  # (none: the clips of earlier versions, bit for bit)
             img = img * (1 + gain[t] + grad[t] * ramp) + off[t]
             img = _gaussian_blur(img, float(blur[t]))
@@ -272,11 +283,12 @@ def _write_clip(out, subj, clip, frames, mask, fps, video, nuisance="none"):
                                     subsampling=0 if nz.chroma == "444" else 2)
 
 
-def _write_nuisance(out, level, seed):
+def _write_nuisance(out, level, seed, benchmark=None):
     import json
     import os
+    extra = {} if benchmark is None else {"benchmark": benchmark}
     with open(os.path.join(out, "nuisance.json"), "w") as f:
-        json.dump({"level": level, "seed": seed, **asdict(nuisance_level(level))}, f, indent=2)
+        json.dump({"level": level, "seed": seed, **extra, **asdict(nuisance_level(level))}, f, indent=2)
 
 
 def _nuisance_rng(seed: int) -> torch.Generator:
@@ -286,7 +298,8 @@ def _nuisance_rng(seed: int) -> torch.Generator:
 
 def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int = 3,
                             size: int = 64, fps: int = 30, n_frames: int = 12, seed: int = 0,
-                            video: bool = False, progress: bool = True, nuisance: str = "none") -> str:
+                            video: bool = False, progress: bool = True, nuisance: str = "none",
+                            benchmark: str = "regions") -> str:
     """Write a synthetic micro-expression set in the CASME II layout:
     ``sub01/EP01_01/img1.jpg ...`` (or ``sub01/EP01_01.mp4`` with ``video``), the sheet
     ``CASME2-coding-synthetic.xlsx``, and the apex motion masks ``masks/sub01/EP01_01.png``.
@@ -294,39 +307,53 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
 
     ``nuisance`` above ``none`` (``NUISANCE``): every clip carries the level's nuisance, the
     sheet gets the column ``Amplitude`` (px at the apex), ``nuisance.json`` records the
-    level, and each subject gets ``round(still * clips_per_class)`` clips of a fifth class
-    ``no_motion`` (``EP05_*``): head motion and nuisance without micro-motion, an empty
-    mask. For recognition that is a class of its own ("did anything move?")."""
+    level, and each subject gets ``round(still * clips_per_class)`` clips of one more class
+    ``no_motion`` (the last ``EPcc_*``: ``EP05`` for regions): head motion and nuisance without micro-motion, an empty
+    mask. For recognition that is a class of its own ("did anything move?").
+
+    ``benchmark`` (``synthetic_motion.BENCHMARKS``): ``regions``, the classes of
+    ``SYNTH_CLASSES`` (each moves a fixed region: place answers; what earlier versions
+    wrote, bit for bit), or ``motion``, the classes of ``MOTION_CLASSES`` (the kind and
+    direction of the motion, at a place drawn per clip: see ``synthetic_motion``), which
+    always writes the Amplitude column and ``benchmark.json`` (the clips' places)."""
     import os
 
     import pandas as pd
     from tqdm import tqdm
 
+    from .synthetic_motion import benchmark_classes, draw_motion, write_benchmark_json
     nz = nuisance_level(nuisance)
+    classes = benchmark_classes(benchmark)
+    regions = benchmark == "regions"
     faces = face_images(size)
     if n_subjects > len(faces):
         raise ValueError(f"at most {len(faces)} subjects (faces shipped with scikit-image)")
     g = torch.Generator().manual_seed(seed)
     gn = None if nz.is_none else _nuisance_rng(seed)
-    rows = []
-    counts = {c: clips_per_class for c in SYNTH_CLASSES}
+    rows, infos = [], []
+    counts = {c: clips_per_class for c in classes}
     if round(nz.still * clips_per_class):
         counts[NO_MOTION] = round(nz.still * clips_per_class)
     todo = [(s, c, k) for s in range(n_subjects) for c in counts for k in range(counts[c])]
     for s, cls, k in tqdm(todo, desc="synth", disable=not progress, leave=False):
         subj = f"sub{s + 1:02d}"
         clip = f"EP{list(counts).index(cls) + 1:02d}_{k + 1:02d}"
-        info = {}
-        frames, mask, (on, ap, off) = synthetic_clip(faces[s], cls, g, n_frames, fps, nuisance=nz, gn=gn,
+        info = {"subject": subj, "clip": clip, "class": cls}
+        spec = cls if regions or cls == NO_MOTION else draw_motion(cls, g)
+        frames, mask, (on, ap, off) = synthetic_clip(faces[s], spec, g, n_frames, fps, nuisance=nz, gn=gn,
                                                      info=info)
         _write_clip(out, subj, clip, frames, mask, fps, video, nz)
         rows.append({"Subject": s + 1, "Filename": clip, "OnsetFrame": on + 1, "ApexFrame": ap + 1,
                      "OffsetFrame": off + 1, "Action Units": "", "Estimated Emotion": cls})
-        if gn is not None:
+        if gn is not None or not regions:
             rows[-1]["Amplitude"] = round(info["amplitude"], 3)
+        infos.append(info)
     pd.DataFrame(rows).to_excel(os.path.join(out, "CASME2-coding-synthetic.xlsx"), index=False)
+    level = nuisance if isinstance(nuisance, str) else "custom"
     if gn is not None:
-        _write_nuisance(out, nuisance if isinstance(nuisance, str) else "custom", seed)
+        _write_nuisance(out, level, seed, benchmark)
+    if not regions:
+        write_benchmark_json(out, benchmark, level, seed, size, infos)
     return out
 
 
