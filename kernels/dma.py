@@ -10,8 +10,8 @@ Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
 score masking; without PoI ``b = 0`` and ``g = 1``. Only ``-inf`` masks a key: a row whose keys
 are all ``-inf`` gives ``D = 0``, ``O = 0`` and zero gradients. Any finite bias is a bias:
 softmax is shift-invariant, so every path first subtracts each row's largest finite bias
-from ``b`` (and from ``n``), exactly; a bias of -1e9 on every key (a ``masked_fill(-1e9)``
-habit) or a constant 1e6 gives the D of no bias, alike on every path and size.
+from ``b`` (and from ``n``): a bias of -1e9 on every key (a ``masked_fill(-1e9)`` habit) or a
+constant 1e6 gives the D of no bias, alike on every path and size.
 
 Optional null key (an extension, not in the paper): a per-row logit ``n_i`` joins the
 softmax's denominator as one more key that has no value. Without it D is a *relative*
@@ -79,16 +79,15 @@ def _shift_bias(bias, null):
     """
     if bias is None or bias.shape[-1] == 0:
         return bias, null
-    with torch.no_grad():
-        top = bias.amax(-1, keepdim=True)  # -inf only when every key is masked
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    top = bias.detach().amax(-1, keepdim=True)  # -inf only when every key is masked
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     return bias - top, (null - top if null is not None else None)
 
 
 def _dma_ref(q, k, v, key_bias, query_gate, scale, upcast=False, null_logit=None):
     """``dma_ref`` on checked inputs (bias, gate, null: (B, H, N) fp32 or None)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    key_bias, null_logit = _shift_bias(key_bias, null_logit)  # exact: softmax is shift-invariant
+    key_bias, null_logit = _shift_bias(key_bias, null_logit)  # softmax is shift-invariant
     dtype = torch.float32 if upcast else q.dtype
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     n = q.shape[-2]
