@@ -7,8 +7,11 @@ Per (batch, head), with scores ``s_ij = scale*<q_i, k_j> + b_j``:
     O_i   = g_i * D_i * v_i
 
 ``b`` (key bias, may hold -inf) and ``g`` (query gate) carry the Patch-of-Interest
-score masking; without PoI ``b = 0`` and ``g = 1``. A row whose keys are all
-masked gives ``D = 0``, ``O = 0`` and zero gradients.
+score masking; without PoI ``b = 0`` and ``g = 1``. Only ``-inf`` masks a key: a row whose keys
+are all ``-inf`` gives ``D = 0``, ``O = 0`` and zero gradients. Any finite bias is a bias:
+softmax is shift-invariant, so every path first subtracts each row's largest finite bias
+from ``b`` (and from ``n``): a bias of -1e9 on every key (a ``masked_fill(-1e9)`` habit) or a
+constant 1e6 gives the D of no bias, alike on every path and size.
 
 Optional null key (an extension, not in the paper): a per-row logit ``n_i`` joins the
 softmax's denominator as one more key that has no value. Without it D is a *relative*
@@ -67,9 +70,24 @@ def dma_ref(q, k, v, key_bias=None, query_gate=None, scale=None, upcast=False, n
     return _dma_ref(q, k, v, key_bias, query_gate, scale, upcast, null_logit)
 
 
+def _shift_bias(bias, null):
+    """Subtract each (B, H) row's largest finite key bias from the bias and the null logit.
+
+    Softmax over keys (and the null key) is unchanged by a common shift, so D, O and every
+    gradient are too; the shift only keeps a large finite bias from swamping the scores'
+    precision. A row with no finite bias is not shifted. The shift is a constant (detached).
+    """
+    if bias is None or bias.shape[-1] == 0:
+        return bias, null
+    top = bias.detach().amax(-1, keepdim=True)  # -inf only when every key is masked
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return bias - top, (null - top if null is not None else None)
+
+
 def _dma_ref(q, k, v, key_bias, query_gate, scale, upcast=False, null_logit=None):
     """``dma_ref`` on checked inputs (bias, gate, null: (B, H, N) fp32 or None)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    key_bias, null_logit = _shift_bias(key_bias, null_logit)  # softmax is shift-invariant
     dtype = torch.float32 if upcast else q.dtype
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     n = q.shape[-2]
@@ -264,7 +282,9 @@ def _check_inputs(q, k, v, key_bias=None, query_gate=None, null_logit=None):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError("q, k, v must be on the same device")
-    b, h, n, _ = q.shape
+    b, h, n, dim = q.shape
+    if dim == 0:
+        raise ValueError(f"q, k, v have head dim d = 0 (shape {tuple(q.shape)}): DMA needs d >= 1")
     bias = _per_head(key_bias, "key_bias", b, h, n, q)
     if bias is not None and not torch.compiler.is_compiling() and not (
             bias.is_cuda and torch.cuda.is_current_stream_capturing()):
@@ -310,6 +330,7 @@ def diagonal_micro_attention(q, k, v, key_bias=None, query_gate=None, scale=None
     else:
         if backend == "triton" and dim > MAX_HEAD_DIM:
             raise ValueError(f"DMA triton backend supports head dim <= {MAX_HEAD_DIM}, got {dim}")
+        bias, null = _shift_bias(bias, null)  # as the reference: a large finite bias loses nothing
         bias = bias.contiguous() if bias is not None else None  # custom ops take no expanded views
         gate = gate.contiguous() if gate is not None else None
         null = null.contiguous() if null is not None else None
@@ -408,6 +429,7 @@ def full_cross_attention(q, k, v, key_bias=None, query_gate=None, scale=None, ba
     """softmax(scale*q k^T + b) v, gated; SDPA on fused backends, explicit otherwise."""
     if key_bias is not None and key_bias.dim() == 2:
         key_bias = key_bias.unsqueeze(1)
+    key_bias, _ = _shift_bias(key_bias, None)  # as DMA: a large finite bias loses nothing
     if check_backend(backend) == "reference":
         s = (q @ k.transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
         if key_bias is not None:

@@ -12,7 +12,10 @@ drawn on the generator's device, the result is moved to ``device``.
 - ``block_swap_mask``: BEiT-style rectangles: area uniform in
   [min_patches, remaining], aspect ratio log-uniform in [min_aspect,
   1/min_aspect], up to ``max_tries`` placements per block, repeated until the
-  target count is reached or a block makes no progress.
+  target count is reached or a block makes no progress; then, where a sample is
+  still short (a small grid, where few shapes fit, or the last few patches), rectangles
+  cut to fit the remaining count and placed over a free patch, so every sample swaps
+  exactly ``round(ratio*N)`` patches.
 """
 from __future__ import annotations
 
@@ -79,11 +82,11 @@ def block_swap_mask(batch: int, grid: Grid, ratio: float = 0.5,
                     generator: Optional[torch.Generator] = None, device=None,
                     min_patches: int = 16, min_aspect: float = 0.3,
                     max_tries: int = 10) -> torch.Tensor:
-    """BEiT-style block mask with about ``round(ratio*N)`` patches per sample.
+    """BEiT-style block mask with exactly ``round(ratio*N)`` patches per sample.
 
     Each block placement is drawn for the whole batch at once (vectorised over
     samples); a sample that has reached its target or stopped making progress
-    takes no further blocks. The count never exceeds the target.
+    takes no further BEiT blocks, and ``_fill_blocks`` completes it with smaller ones.
 
     Args:
         batch, grid, ratio, generator, device: as ``random_swap_mask``.
@@ -130,8 +133,39 @@ def block_swap_mask(batch: int, grid: Grid, ratio: float = 0.5,
             count += torch.where(ok, delta, torch.zeros_like(delta))
             placed |= ok
         active &= placed & (count < target)
+    mask = _fill_blocks(mask, count, target, min_patches, log_lo, log_hi, rand)
     mask = mask.flatten(1)
     return mask.to(device) if device is not None else mask
+
+
+def _fill_blocks(mask, count, target, min_patches, log_lo, log_hi, rand):
+    """Complete each sample of ``mask`` (B, gh, gw) to ``target`` patches: per round, one
+    rectangle per short sample, drawn as in ``block_swap_mask`` but cut to at most the
+    remaining count and the grid, and placed to cover a free patch drawn at random, so every
+    round adds at least one patch and never passes the target."""
+    batch, gh, gw = mask.shape
+    rows = torch.arange(gh, device=mask.device).view(1, gh, 1)
+    cols = torch.arange(gw, device=mask.device).view(1, 1, gw)
+    while bool((count < target).any()):
+        short = count < target
+        remaining = (target - count).clamp(min=1)
+        lo = remaining.clamp(max=min_patches).float()
+        area = lo + (remaining.float() - lo) * rand(batch)
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * rand(batch))
+        h = torch.round(torch.sqrt(area * aspect)).long().clamp(min=1)
+        h = torch.minimum(h, remaining.clamp(max=gh))
+        w = torch.round(torch.sqrt(area / aspect)).long().clamp(min=1)
+        w = torch.minimum(w, (remaining // h).clamp(max=gw))
+        free = torch.where(mask.flatten(1), -1.0, rand(batch, gh * gw)).argmax(1)  # a free patch
+        r, c = free // gw, free % gw  # the rectangle covers (r, c): top in [r - h + 1, r]
+        top = torch.minimum((r - (rand(batch) * h).long()).clamp(min=0), gh - h)
+        left = torch.minimum((c - (rand(batch) * w).long()).clamp(min=0), gw - w)
+        t, l = top.view(-1, 1, 1), left.view(-1, 1, 1)
+        rect = ((rows >= t) & (rows < t + h.view(-1, 1, 1))
+                & (cols >= l) & (cols < l + w.view(-1, 1, 1))) & short.view(-1, 1, 1)
+        count += (rect & ~mask).flatten(1).sum(1)
+        mask |= rect
+    return mask
 
 
 def generate_swap_mask(kind: str, batch: int, grid: Grid, ratio: float = 0.5,

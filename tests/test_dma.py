@@ -1,15 +1,15 @@
 """Fused DMA (Triton: compiled on CUDA, the interpreter on CPU) and the chunked torch path
 against the reference: forward and all gradients, odd shapes, PoI masks, fp32, fp16 and
-(on CUDA) bf16.
+(on CUDA) bf16; bf16 on the CPU's torch paths and large finite biases: test_dma_numerics.py.
 
 Tolerances. fp32: every element within FP32_RTOL of the magnitude of the terms its formula
 sums, not of its value: dbias = W - PᵀW, dk = scale (Wq - Pᵀ(Wq)), dq = scale W (k - Pk) and
 the <dO, v> inside W cancel, and a result near zero is only as accurate as its terms are
-large. fp16/bf16 (flash-attention's rule): the fused error against the fp32 reference (on the
-same rounded inputs) at most HALF_FACTOR times the error of the same-dtype PyTorch reference,
-plus one rounding step of the largest term: on a GPU the kernels round W P to fp16/bf16 for the
-tensor-core dots of dq and dk, which costs up to half a step of the terms where PyTorch's
-backward happens to be exact (N = 1: dk = scale (W q - P W q) = 0).
+large. fp16/bf16 (flash-attention's rule): the fused error against the exact answer (the
+reference in fp64, on the same rounded inputs) at most HALF_FACTOR times the error of the
+same-dtype PyTorch reference, plus one rounding step of the largest term: on a GPU the kernels
+round W P to fp16/bf16 for the tensor-core dots of dq and dk, which costs up to half a step of
+the terms where PyTorch's backward happens to be exact (N = 1: dk = scale (W q - P W q) = 0).
 """
 import subprocess
 import sys
@@ -19,6 +19,7 @@ import torch
 
 from micronbert.kernels import (DiagonalMicroAttention, diagonal_micro_attention, dma_ref,
                                 poi_score_masking)
+from micronbert.kernels.dma import _dma_ref
 from conftest import BF16_NEEDS_CUDA, DEVICE, triton_or_skip
 
 # (B, H, N, d): every N in {1, 2, 63, 64, 65, 197, 785}, d in {8, 64, 512}, H in {1, 4}
@@ -83,10 +84,14 @@ def fused(backend):
 
 
 def reference(upcast):
+    """The reference on (B, N) or (B, H, N) PoI tensors; ``upcast="fp64"``: the spec run in
+    fp64 (the exact answer the fp16/bf16 rule measures errors against)."""
     def fn(q, k, v, b, g, nl):
         h = q.shape[1]
         b = b.unsqueeze(1).expand(-1, h, -1) if b is not None and b.dim() == 2 else b
         g = g.unsqueeze(1).expand(-1, h, -1) if g is not None and g.dim() == 2 else g
+        if upcast == "fp64":
+            return _dma_ref(q, k, v, b, g, None, null_logit=nl)
         return dma_ref(q, k, v, b, g, upcast=upcast, null_logit=nl)
     return fn
 
@@ -152,8 +157,10 @@ def error_ratios(exact, got, same_dtype, terms, dtype):
 
 
 def outputs(leaves, do, dd, dtype, backend):
-    """(fp32 reference, ``backend`` in ``dtype``, same-dtype reference or None, term scales)."""
-    exact = run(reference(True), leaves, do, dd, torch.float32)
+    """(exact reference: fp32, fp64 for fp16/bf16; ``backend`` in ``dtype``; same-dtype
+    reference or None; term scales)."""
+    exact = (run(reference(True), leaves, do, dd, torch.float32) if dtype == torch.float32
+             else run(reference("fp64"), leaves, do, dd, torch.float64))
     got = run(fused(backend), leaves, do, dd, dtype)
     same_dtype = run(reference(False), leaves, do, dd, dtype) if dtype != torch.float32 else None
     return exact, got, same_dtype, term_scales(leaves, do, dd)

@@ -95,3 +95,13 @@ def test_swap_takes_numpy_integer_patch_sizes(backend):
     for p, err in ((4.0, TypeError), (True, TypeError), (np.int64(0), ValueError), (-4, ValueError)):
         with pytest.raises(err, match="patch_size"):
             blockwise_swap_patches(a, b, mask, p, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_head_dim_zero_is_a_value_error(backend):
+    """d = 0 once reached d ** -0.5: ZeroDivisionError (issue 24)."""
+    q = torch.zeros(2, 1, 5, 0, device=DEVICE)
+    with pytest.raises(ValueError, match="head dim d = 0"):
+        diagonal_micro_attention(q, q, q, backend=backend)
+    with pytest.raises(ValueError, match="head dim d = 0"):
+        dma_ref(q, q, q)
