@@ -27,10 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import time_ms, write_table  # noqa: E402
-from micronbert.cli import _add_train_flags  # noqa: E402
+from micronbert.cli.commands import loader_flags  # noqa: E402
+from micronbert.cli.parser import train_flags  # noqa: E402
 from micronbert.config import get_config  # noqa: E402
 from micronbert.data import write_synthetic_dataset  # noqa: E402
-from micronbert.data.pairs import pretrain_loader  # noqa: E402
+from micronbert.data.pairs import find_clips, pretrain_loader  # noqa: E402
 
 
 def batches_per_s(loader, batches: int, busy_s: float = 0.0) -> float:
@@ -64,7 +65,7 @@ def loader_rows(args, cfg) -> list:
     with an idle consumer, then one busy for as long as a synchronous batch takes."""
     flags = lambda w, k: argparse.Namespace(**{**vars(args), "workers": w, "prefetch": k})  # noqa: E731
     variants = dict.fromkeys([(1, 0), (args.workers, 0), (args.workers, args.prefetch)])
-    loaders = {v: pretrain_loader(flags(*v), cfg) for v in variants}
+    loaders = {v: pretrain_loader(find_clips(args.data), cfg, **loader_flags(flags(*v))) for v in variants}
     idle = best_rates(loaders, args, 0.0)
     busy_ms = 1e3 / idle[(1, 0)]
     busy = best_rates(loaders, args, busy_ms)
@@ -107,7 +108,8 @@ def step_row(args, device: str) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_train_flags(ap)  # the CLI's pretrain flags and defaults (--batch, --workers, --dali, ...)
+    for flag in train_flags():  # the CLI's pretrain flags and defaults (--batch, --workers, --dali, ...)
+        flag.add_to(ap)
     ap.add_argument("--data", default=None, help="clips (default: a synthetic set at --size px)")
     ap.add_argument("--model", default="micronbert_s8", help="named config (image size, patches, masks)")
     ap.add_argument("--size", type=int, default=256,

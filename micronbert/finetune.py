@@ -303,43 +303,6 @@ def _cfg_dict(cfg: FinetuneConfig) -> dict:
     return d
 
 
-# ------------------------------------------------------------------ command line
-def add_finetune_flags(p):
-    """The ``finetune`` command's own flags (beside evaluate's)."""
-    d = FinetuneConfig()
-    p.add_argument("--freeze", action="store_true", help="the linear probe on frozen features (= evaluate)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
-    p.add_argument("--batch", type=int, default=d.batch, help="batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (head, DMA, top of the encoder)")
-    p.add_argument("--min-lr", type=float, default=d.min_lr, help="final learning rate of the cosine")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up")
-    p.add_argument("--layer-decay", type=float, default=d.layer_decay,
-                   help="learning rate x this per encoder block below the top")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    p.add_argument("--flip", type=float, default=None,
-                   help="probability of a horizontal flip of a pair (default 0.5; 0 for "
-                        "--dataset synthetic, whose classes are left/right mirror images)")
-    p.add_argument("--rotate", type=float, default=d.aug.rotate, help="max rotation of a pair, degrees")
-    p.add_argument("--crop-scale", type=float, nargs=2, default=d.aug.crop_scale, metavar=("MIN", "MAX"),
-                   help="area fraction of the random square crop of a pair")
-    p.add_argument("--jitter", type=float, default=d.aug.jitter,
-                   help="brightness/contrast/saturation jitter of a pair")
-    p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--save-models", action="store_true", help="write each fold's weights to OUT/fold_<subject>.pt")
-
-
-def run_finetune(args, model, table) -> Optional[dict]:
-    """``micronbert finetune`` from its parsed flags."""
-    flip = args.flip if args.flip is not None else (0.0 if args.dataset == "synthetic" else 0.5)
-    aug = PairAugment(crop_scale=tuple(args.crop_scale), rotate=args.rotate, flip=flip, jitter=args.jitter)
-    return finetune(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
-                    freeze=args.freeze, head_epochs=args.head_epochs, save_models=args.save_models,
-                    on_error=args.on_error,
-                    epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
-                    warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay,
-                    weight_decay=args.weight_decay, bf16=not args.no_bf16, seed=args.seed, aug=aug)
-
-
 def results_table(res: dict) -> str:
     """loso.json's methods as a few printed lines."""
     rows = [("model", res["model"])] + list(res.get("baselines", {}).items())

@@ -95,7 +95,7 @@ class TrainConfig:
     steps: int = 1000
     lr: float = 1.5e-4
     min_lr: float = 0.0
-    warmup: int = 20
+    warmup: int = 50
     weight_decay: float = 0.05
     accum: int = 1
     ema: float = 0.996  # base momentum of the PoI EMA teacher

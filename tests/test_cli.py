@@ -117,7 +117,7 @@ def test_a_warmup_longer_than_the_run_is_capped(monkeypatch, capsys, tmp_path):
     import micronbert.cli as cli
     from micronbert.train import cosine_lr
     seen = []
-    monkeypatch.setattr(cli, "cmd_pretrain", seen.append)
+    monkeypatch.setitem(cli.COMMANDS, "pretrain", seen.append)
     assert main(["pretrain", "--data", "d", "--out", str(tmp_path / "o"), "--steps", "3"]) == 0
     assert "--warmup 50 is longer than --steps 3" in capsys.readouterr().err
     # the flag stays as given (a resume compares it), the schedule caps it: peak at the last step

@@ -571,19 +571,22 @@ class _PipelineFailed(Exception):
         self.error = error
 
 
-def pretrain_loader(args, config, rank: int = 0, world: int = 1) -> PairLoader:
-    """The loader of ``micronbert pretrain``, from its flags and the model's config.
+def pretrain_loader(clips: Sequence[str], config, batch: int = 64, delta: Tuple[int, int] = (1, 4),
+                    seed: int = 0, rank: int = 0, world: int = 1, samples_per_epoch: Optional[int] = None,
+                    on_error: str = "raise", face_cache: Optional[str] = None, dali: bool = False,
+                    workers: int = 2, prefetch: int = 2) -> PairLoader:
+    """The loader of pre-training (``micronbert pretrain`` and ``demo``), sized by the model's config.
 
     Args:
-        args: the parsed ``pretrain`` flags (data, batch, delta, seed, samples_per_epoch,
-            on_error, face_cache, dali, workers, prefetch).
+        clips: the clips to sample pairs from (``find_clips(folder)``).
         config: the model's ``MicronBERTConfig`` (image and patch size, mask type, swap ratio).
+        batch, delta, seed, samples_per_epoch, on_error, face_cache, workers, prefetch: as
+            PairLoader's; ``dali``: a DaliPairLoader.
         rank, world: this process and the number of processes.
 
     ``bench/bench_loader.py`` measures this very loader.
     """
-    kind = DaliPairLoader if args.dali else PairLoader
-    return kind(find_clips(args.data), config.img_size[0], args.batch, config.patch_size,
-                tuple(args.delta), args.seed, rank, world, config.mask_type, config.swap_ratio,
-                args.samples_per_epoch, args.on_error, face_cache=args.face_cache,
-                workers=args.workers, prefetch=args.prefetch)
+    kind = DaliPairLoader if dali else PairLoader
+    return kind(clips, config.img_size[0], batch, config.patch_size, tuple(delta), seed, rank, world,
+                config.mask_type, config.swap_ratio, samples_per_epoch, on_error, face_cache=face_cache,
+                workers=workers, prefetch=prefetch)
