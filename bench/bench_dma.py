@@ -7,7 +7,7 @@ a library route (SDPA's log-sum-exp; xformers where importable), and the fused k
 Modes: infer (forward under no_grad: the fused path skips E), fwd (the training forward, inputs
 requiring grad: the fused path also saves E = k - P k), bwd, fwd+bwd. Median ms, TFLOP/s
 (2*B*H*N^2*d counted for the forward, 2x that for the backward), peak extra memory (CUDA).
-The roofline shapes (compile_report.ROOFLINE_SHAPES) are among the GPU shapes, so that
+The roofline shapes (roofline.ROOFLINE_SHAPES) are among the GPU shapes, so that
 bench_roofline.py --measured puts these medians beside its predictions. Writes bench/results/<device>/bench_dma.{csv,md,png}.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from common import line_plot, peak_mb, time_ms, write_table  # noqa: E402
 from micronbert.kernels import diagonal_micro_attention, triton_unavailable_reason  # noqa: E402
-from micronbert.kernels.compile_report import ROOFLINE_SHAPES  # noqa: E402
+from micronbert.kernels.roofline import ROOFLINE_SHAPES  # noqa: E402
 
 AUTHORS = [(16, 1, 784, 512), (64, 1, 784, 512), (256, 1, 784, 512)]
 VIT = [(8, 6, n, 64) for n in (197, 785, 3137)] + [s for s in ROOFLINE_SHAPES if s[3] == 64]

@@ -4,7 +4,7 @@ next to the pairs/s that a micronbert_s8 training step consumes on the same mach
     python bench/bench_loader.py [pretrain flags: --batch 64 --workers 2 --prefetch 2 --face-cache DIR ...]
                                  [--data DIR] [--size 256] [--batches 12] [--repeats 2]
 
-The loader is built by `micronbert.data.pairs.pretrain_loader` from the CLI's own pretrain
+The loader is built by `micronbert.data.loaders.pretrain_loader` from the CLI's own pretrain
 flags and defaults (this parser is the CLI's), so what is timed is what the CLI constructs.
 Rows: the synchronous loader (1 thread, no prefetch), the CLI's --workers without prefetch,
 and the CLI's loader (--workers, --prefetch), each with an idle consumer (the loader's own
@@ -31,7 +31,8 @@ from micronbert.cli.commands import loader_flags  # noqa: E402
 from micronbert.cli.parser import train_flags  # noqa: E402
 from micronbert.config import get_config  # noqa: E402
 from micronbert.data import write_synthetic_dataset  # noqa: E402
-from micronbert.data.pairs import find_clips, pretrain_loader  # noqa: E402
+from micronbert.data.loaders import pretrain_loader  # noqa: E402
+from micronbert.data.pairs import find_clips  # noqa: E402
 
 
 def batches_per_s(loader, batches: int, busy_s: float = 0.0) -> float:

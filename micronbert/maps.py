@@ -23,14 +23,18 @@ def roc_auc(scores, labels) -> float:
 
 def onset_apex_masks(table, masks_root, size):
     """uint8 onset and apex frames (B, 3, S, S) of the clips in ``table`` and their
-    ground-truth motion masks ``masks_root/<subject>/<clip>.png`` as bool (B, S, S)."""
+    ground-truth motion masks ``masks_root/<subject>/<clip>.png`` as bool (B, S, S), both
+    at ``size`` (the masks by nearest neighbour: a 224-px model on a 64-px set)."""
     from PIL import Image
 
-    from .evaluate import onset_apex_frames
+    from .recognition.features import onset_apex_frames
     on, ap = onset_apex_frames(table, size)
     truth = [np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127
              for r in table.itertuples()]
-    return on, ap, torch.from_numpy(np.stack(truth))
+    truth = torch.from_numpy(np.stack(truth))
+    if tuple(truth.shape[1:]) != tuple(on.shape[2:]):
+        truth = F.interpolate(truth[:, None].float(), size=tuple(on.shape[2:]), mode="nearest")[:, 0] > 0.5
+    return on, ap, truth
 
 
 def null_key_probe(tokens_q, tokens_k, beta: float = 300.0, tau: float = 0.003):

@@ -1,5 +1,7 @@
-"""Pictures: micro-motion maps over the frames, loss curves."""
+"""Pictures: micro-motion maps over the frames, loss curves, bars, spotting curves."""
 from __future__ import annotations
+
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -170,3 +172,33 @@ def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return fig
+
+
+def save_score_curves(path: str, curves: Dict[str, np.ndarray], found: Dict[str, List[dict]],
+                      thresholds: Dict[str, float], fps: float, gt: Optional[List[dict]] = None,
+                      title: str = ""):
+    """One panel per method: the curve, its threshold, the found intervals (orange: micro,
+    purple: macro) and the ground truth (a strip under the curve)."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(curves), 1, figsize=(12, 2.6 * len(curves)), squeeze=False)
+    colors = {"micro": "tab:orange", "macro": "tab:purple"}
+    for ax, (name, c) in zip(axes[:, 0], curves.items()):
+        t = np.arange(len(c)) / fps
+        ax.plot(t, c, lw=0.8, color="k")
+        ax.axhline(thresholds[name], color="tab:red", ls="--", lw=0.8, label="threshold")
+        lo, hi = float(np.min(c)), float(np.max(c))
+        for x in found.get(name, []):
+            ax.axvspan(x["onset"] / fps, (x["offset"] + 1) / fps, color=colors[x["kind"]], alpha=0.3)
+        for x in gt or []:
+            ax.axvspan(x["onset"] / fps, (x["offset"] + 1) / fps, ymin=0, ymax=0.08,
+                       color=colors[x["kind"]], alpha=0.9)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        ax.set_ylabel(name)
+        ax.set_xlim(0, len(c) / fps)
+    axes[-1, 0].set_xlabel("seconds (shaded: found; strip at the bottom: ground truth; "
+                           "orange micro, purple macro)")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -5,7 +5,7 @@ import torch
 from micronbert import create_model
 from micronbert.data.annotations import load_annotations
 from micronbert.data.synthetic import write_synthetic_dataset
-from micronbert.evaluate import confusion, evaluate, loso, metrics
+from micronbert.recognition import confusion, evaluate, loso, metrics
 
 
 def test_metrics_agree_with_sklearn():

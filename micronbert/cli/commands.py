@@ -2,11 +2,9 @@
 visualize, each from its parsed flags."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import time
 
 
 # ------------------------------------------------------------------ helpers
@@ -14,7 +12,7 @@ def model_from(args):
     """The model of ``--checkpoint`` (ours or the authors', told apart by the file's content:
     an error in one of ours is reported, never hidden by trying the other format), or of
     ``--model`` and ``--overrides``."""
-    from .. import create_model
+    from ..model import create_model
     from ..checkpoint import load_model
     from ..runs import UsageError
     backend = getattr(args, "backend", "auto")
@@ -102,7 +100,8 @@ def _spot(args):
 def cmd_pretrain(args):
     import torch
 
-    from ..data.pairs import find_clips, pretrain_loader
+    from ..data.loaders import pretrain_loader
+    from ..data.pairs import find_clips
     from ..train import init_distributed, train
     rank, world = init_distributed()
     torch.manual_seed(args.seed)
@@ -170,7 +169,7 @@ def _check_memory(args, model, world):
 
 
 def cmd_evaluate(args):
-    from ..evaluate import evaluate
+    from ..recognition.probe import evaluate
     table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     model = model_from(args)
     res = evaluate(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
@@ -181,7 +180,7 @@ def cmd_evaluate(args):
 
 def _print_loso(args, res):
     from ..data.report import DataReport
-    from ..finetune import results_table
+    from ..recognition.report import results_table
     print(results_table(res))
     print(f"[{args.cmd}] " + DataReport.from_dict(res["data_report"]).line())
 
@@ -203,7 +202,7 @@ def cmd_finetune(args):
 def run_finetune(args, model, table):
     """``micronbert finetune`` from its parsed flags."""
     from ..augment import PairAugment
-    from ..finetune import finetune
+    from ..recognition.finetune import finetune
     flip = args.flip if args.flip is not None else (0.0 if args.dataset == "synthetic" else 0.5)
     aug = PairAugment(crop_scale=tuple(args.crop_scale), rotate=args.rotate, flip=flip, jitter=args.jitter)
     return finetune(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,

@@ -29,7 +29,7 @@ def demo(args) -> dict:
     print("[demo] 3/4 micro-motion maps of held-out subjects", flush=True)
     maps = _maps(args, model, untrained, table, held, test_table, data)
     print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
-    from ..evaluate import evaluate
+    from ..recognition.probe import evaluate
     res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed)
     out = _results(args, model, maps, res, records, len(train_clips), t_start)
     _write(args, out)
@@ -67,7 +67,7 @@ def _pretrain(args, train_clips):
     the model's config), its untrained twin, and the log records."""
     import copy
 
-    from ..data.pairs import pretrain_loader
+    from ..data.loaders import pretrain_loader
     from ..train import train
     model = model_from(args)
     untrained = copy.deepcopy(model)  # the same seed's model, scored beside the trained one

@@ -162,7 +162,7 @@ def spot_flags(models) -> List[Flag]:
 
 def train_flags() -> List[Flag]:
     """pretrain's optimisation and loader flags: defaults of TrainConfig and pretrain_loader."""
-    from ..data.pairs import pretrain_loader
+    from ..data.loaders import pretrain_loader
     from ..train import TrainConfig
     t = lambda name: default(TrainConfig, name)  # noqa: E731
     ld = lambda name: default(pretrain_loader, name)  # noqa: E731
@@ -217,7 +217,7 @@ def pretrain_flags(models) -> List[Flag]:
 
 def finetune_own_flags() -> List[Flag]:
     """The ``finetune`` command's own flags (beside evaluate's): defaults of FinetuneConfig."""
-    from ..finetune import FinetuneConfig
+    from ..recognition.finetune import FinetuneConfig
     d = FinetuneConfig()
     return [
         Flag("--freeze", "the linear probe on frozen features (= evaluate)"),
