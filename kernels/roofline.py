@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import triton
+
 from . import dma_triton
 
 # Rates measured on the lent H100 (bf16 dense tensor cores; HBM), used for every prediction.

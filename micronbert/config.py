@@ -1,4 +1,4 @@
-"""Configuration of μ-BERT: one dataclass, named configs, ``create_model``."""
+"""Configuration of μ-BERT: one dataclass and the named configs (``model.create_model`` builds them)."""
 from __future__ import annotations
 
 import math

@@ -45,7 +45,7 @@ def null_key_probe(tokens_q, tokens_k, beta: float = 300.0, tau: float = 0.003):
     return 1 - torch.exp(torch.diagonal(beta * c, dim1=-2, dim2=-1) - torch.logsumexp(s, -1))
 
 
-def patch_pool(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
+def per_patch_mean(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, H, W) or (B, C, H, W) per-pixel values -> their mean per patch (B, N) or (B, N, C)."""
     x = pixel_map.float()
     pooled = F.avg_pool2d(x[:, None] if x.dim() == 3 else x, patch).flatten(2)  # B C N
@@ -110,8 +110,8 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
     from .baselines import farneback_flow, pixel_difference  # the recognition baselines' maps
     probes = {
         "model": lambda x, z: model.motion_profile(model.micro_attention(x, z)[1]),
-        "pixel_difference": lambda x, z: patch_pool(pixel_difference(x, z)[:, 0], p),
-        "optical_flow": lambda x, z: patch_pool(farneback_flow(x, z)[:, 2], p),  # the magnitude
+        "pixel_difference": lambda x, z: per_patch_mean(pixel_difference(x, z)[:, 0], p),
+        "optical_flow": lambda x, z: per_patch_mean(farneback_flow(x, z)[:, 2], p),  # the magnitude
         "pixel_cosine": lambda x, z: 1 - F.cosine_similarity(model.patchify(x), model.patchify(z), dim=-1),
         "token_change": lambda x, z: 1 - F.cosine_similarity(enc[id(x)], enc[id(z)], dim=-1),
         "null_key_probe": lambda x, z: null_key_probe(enc[id(z)], enc[id(x)]),
@@ -120,7 +120,7 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
         untrained.eval()
         probes["untrained"] = lambda x, z: untrained.motion_profile(untrained.micro_attention(x, z)[1])
     if prior is not None:
-        probes["location_prior"] = lambda x, z: patch_pool(prior[None], p)
+        probes["location_prior"] = lambda x, z: per_patch_mean(prior[None], p)
     rows = []
     for k in (k for k in MAP_NAMES if k in probes):
         m = probes[k](onset, apex)

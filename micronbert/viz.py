@@ -13,6 +13,16 @@ def _plt():
     return plt
 
 
+def _written(plt, fig, path, ax=None, title=None):
+    """Set ``ax``'s ``title`` (if any), lay the figure out, write it to ``path`` and close it."""
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
+
+
 MAP_CAPTION = (
     "Each row: a frame pair of one clip, I_t and the later frame I_t+d (d = the number of frames "
     "between them). |I_t+d - I_t|: the pixel difference, summed over R, G, B (0-765). "
@@ -118,10 +128,7 @@ def save_curves(path, records, keys=None, title=None):
     ax.set_title(title or "pre-training losses (loss = rec + lambda_poi poi + lambda_diag diag)",
                  fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return _written(plt, fig, path)
 
 
 def save_confusion(path, matrix, classes, title=None):
@@ -137,12 +144,7 @@ def save_confusion(path, matrix, classes, title=None):
     ax.set_yticks(range(n), classes, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return _written(plt, fig, path, ax, title)
 
 
 def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title=None,
@@ -166,12 +168,7 @@ def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title
     ax.set_xticks(x, [n.replace("_", " ").replace(" (", "\n(") for n in names], fontsize=7)
     ax.set_ylim(*ylim)
     ax.legend(fontsize=7, ncol=4, loc="upper center")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return _written(plt, fig, path, ax, title)
 
 
 def save_score_curves(path: str, curves: Dict[str, np.ndarray], found: Dict[str, List[dict]],
@@ -199,6 +196,4 @@ def save_score_curves(path: str, curves: Dict[str, np.ndarray], found: Dict[str,
                            "orange micro, purple macro)")
     if title:
         axes[0, 0].set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _written(plt, fig, path)

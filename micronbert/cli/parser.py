@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..kernels.backend import BACKENDS
 from ..runs import UsageError
 
 DATASETS = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
-BACKENDS = ("auto", "triton", "torch", "reference")
 
 
 def _isint(v) -> bool:
