@@ -1,4 +1,5 @@
-"""Which path runs a fused op: the backend names and one rule that resolves them.
+"""Which path runs an op: the backend names and one rule that resolves them (fused ops,
+a model's attention), and the precision of a run (``precision``).
 
 No global state: a caller passes ``backend=`` to every op (a model resolves it once, at
 construction, and hands it down). Nothing here touches CUDA at import time.
@@ -117,3 +118,12 @@ def attention_route(backend: str, t: torch.Tensor) -> str:
     if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:
         return "xformers"
     return "reference" if backend == "reference" else "sdpa"
+
+
+def precision(device, bf16: bool = True):
+    """The autocast context of a run on ``device``: bf16 on CUDA when ``bf16``, else none
+    (fp32 on the CPU). The one place where training, fine-tuning and spotting choose it."""
+    import contextlib
+    if bf16 and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -53,9 +53,9 @@ def test_probe_finds_a_planted_signal_and_nothing_in_shuffled_labels():
     g = torch.Generator().manual_seed(1)
     n_cls, subjects = 3, np.repeat([f"s{i}" for i in range(6)], 12)
     y = torch.arange(len(subjects)) % n_cls
-    noise = torch.randn(len(y), 16, generator=g)
-    planted = noise.clone()
-    planted[:, :n_cls] += 6 * torch.nn.functional.one_hot(y, n_cls).float()
+    noise = torch.randn(len(y), 4, generator=g)
+    planted = 0.2 * noise  # the class, one-hot, in 3 of 4 features, under noise
+    planted[:, :n_cls] += torch.nn.functional.one_hot(y, n_cls).float()
     preds, _ = loso(planted, y, subjects, n_cls, epochs=100)
     assert metrics(y.numpy(), preds.numpy(), n_cls)["uf1"] == 1.0
     shuffled = y[torch.randperm(len(y), generator=g)]

@@ -35,11 +35,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import PairAugment, pair_augment
+from ..kernels.backend import precision
 from ..train import NonFiniteLoss, cosine_lr, dist_info
 from .features import onset_apex_frames, pair_features, pick_device, untrained_like
 from .folds import class_weights, fold_seed, labelled, loso_splits, safe_name
 from .probe import evaluate, feature_baselines
-from .report import BASELINES_HOW, metrics, write_loso
+from .report import BASELINES_HOW, fold_row, write_loso
 
 
 @dataclass
@@ -134,10 +135,6 @@ def param_groups(rec: Recognizer, weight_decay: float, layer_decay: float):
     return [groups[k] for k in sorted(groups)]
 
 
-def _amp(device: str, bf16: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") and bf16 else nullcontext()
-
-
 def _epoch(rec, opt, fold, perm, cfg: FinetuneConfig, g, amp, sched, tag: str, epoch: int):
     """One epoch over the fold's clips in the order ``perm`` (batches of 1 skipped, for the
     BatchNorm). ``fold``: (onset, apex, y, class weights); ``sched``: (step, total, warmup)
@@ -184,7 +181,7 @@ def train_fold(model, onset, apex, y, train_table, n_classes: int, cfg: Finetune
                             lr=cfg.lr, betas=(0.9, 0.999))
     onset, apex, y = onset.to(device), apex.to(device), y.to(device)
     weight = class_weights(y.cpu(), n_classes).to(device)
-    amp = _amp(device, cfg.bf16)
+    amp = precision(device, cfg.bf16)
     n = len(y)
     per_epoch = sum(1 for i in range(0, n, cfg.batch) if n - i >= 2)  # a batch of 1 is skipped (BatchNorm)
     total, warmup = cfg.epochs * per_epoch, int(round(cfg.warmup_epochs * per_epoch))
@@ -231,8 +228,8 @@ def _run_fold(model, tag: str, sp: dict, frames, table, classes, cfg: FinetuneCo
     tag = f"{tag} {subject}"
     rec = train_fold(model, onset[train], apex[train], y[train], table[sp["train"]], n, cfg,
                      device, log_path, subject, tag, progress)
-    pred = rec.predict(onset[test].to(device), apex[test].to(device), cfg.batch, _amp(device, cfg.bf16))
-    fold = {"subject": subject, "n": int(test.sum()), **metrics(y[test].numpy(), pred.numpy(), n)}
+    pred = rec.predict(onset[test].to(device), apex[test].to(device), cfg.batch, precision(device, cfg.bf16))
+    fold = fold_row(subject, y[test].numpy(), pred.numpy(), n)
     with open(log_path, "a") as f:
         f.write(json.dumps({"test": fold}) + "\n")
     if progress:

@@ -7,6 +7,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..kernels.backend import precision
+
 
 class ModelScorer:
     """PoI-weighted DMA micro-motion score of pairs; the model's backend was chosen when it
@@ -25,7 +27,7 @@ class ModelScorer:
         """uint8 (B, 3, S, S) earlier and later crops -> scores (B,), patch maps (B, N)."""
         m = self.model
         a, b = a.to(self.device, non_blocking=True), b.to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+        with precision(self.device, self.bf16):
             x, _, diag, s = m.pair_pass(a, b)
             n = len(a)
             if s is None:  # a config without PoI masking: the PoI scores all the same
