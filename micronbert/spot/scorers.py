@@ -28,8 +28,8 @@ class ModelScorer:
         m = self.model
         a, b = a.to(self.device, non_blocking=True), b.to(self.device, non_blocking=True)
         with precision(self.device, self.bf16):
-            x, _, diag, s = m.pair_pass(a, b)
             n = len(a)
+            x, _, diag, s = m.encode_then_dma(m.patchify(torch.cat([a, b])).split(n))
             if s is None:  # a config without PoI masking: the PoI scores all the same
                 s = m.poi_scores(x[n:, 0], x[n:, 1:])
         maps = m.motion_profile(diag)
