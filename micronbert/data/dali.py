@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .io import VIDEO_EXTS, DataError, count_frames, list_frames
-from .pairs import PairLoader, _Memo
+from .pairs import Memo, PairLoader
 
 
 def dali_device(device: Optional[str], who: str) -> str:
@@ -69,7 +69,7 @@ class DaliPairLoader(PairLoader):
         self.num_threads = num_threads or max(2, self.workers)
         self._pipe = None
         self.cache_clips = 0  # DALI decodes in the pipeline (its errors name the batch's files)
-        self._clips = _Memo(0)
+        self._clips = Memo(0)
 
     def _build(self):
         import nvidia.dali as dali

@@ -61,7 +61,7 @@ def _pinning(pin_memory: Optional[bool]) -> bool:
     return cuda and (pin_memory is None or bool(pin_memory))
 
 
-class _Memo:
+class Memo:
     """A thread-safe memo: ``get(key, compute)`` computes each key once, even when several
     threads ask for it at the same time (the others wait for that result).
 
@@ -193,7 +193,7 @@ class PairLoader:
         self.data_report = DataReport(KEEP_ERRORS)
         self._bad = {}  # clip -> its error: a clip that failed once is not decoded again
         self.cache_clips = cache_clips
-        self._clips, self._lengths, self._boxes = _Memo(cache_clips), _Memo(), _Memo()
+        self._clips, self._lengths, self._boxes = Memo(cache_clips), Memo(), Memo()
         self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
         self.workers, self.prefetch = workers, prefetch
         self.pin_memory = _pinning(pin_memory)
