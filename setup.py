@@ -34,7 +34,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["micronbert", "micronbert.data", "micronbert.kernels"],
+    packages=["micronbert", "micronbert.cli", "micronbert.data", "micronbert.kernels", "micronbert.recognition",
+              "micronbert.spot"],
     # the drop-in ops and the model need only these; a range, so that a torch already
     # installed (e.g. a CUDA build) is kept
     install_requires=["torch>=2.4", "numpy", "triton>=3.6; platform_system == 'Linux'"],

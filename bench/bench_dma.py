@@ -11,7 +11,7 @@ requiring grad: the fused path also saves E = k - P k), bwd, fwd+bwd. Median ms,
 machine's own GEMM rate in the same dtype, measured in the same run at micronbert_s8's MLP
 shape (common.machine_limits; on a GPU also mfu_spec, over the spec sheet's bf16 peak, an
 assumption), peak extra memory (CUDA). Each row is written as it is measured.
-The roofline shapes (compile_report.ROOFLINE_SHAPES) are among the GPU shapes, so that
+The roofline shapes (roofline.ROOFLINE_SHAPES) are among the GPU shapes, so that
 bench_roofline.py --measured puts these medians beside its predictions. Writes bench/results/<device>/bench_dma.{csv,md,png}.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from common import (Table, fraction, gemm_shape, limit_notes, line_plot, machine
                     peak_mb, spec_fraction, time_ms)
 from micronbert import get_config  # noqa: E402
 from micronbert.kernels import diagonal_micro_attention, triton_unavailable_reason  # noqa: E402
-from micronbert.kernels.compile_report import ROOFLINE_SHAPES  # noqa: E402
+from micronbert.kernels.roofline import ROOFLINE_SHAPES  # noqa: E402
 
 AUTHORS = [(16, 1, 784, 512), (64, 1, 784, 512), (256, 1, 784, 512)]
 VIT = [(8, 6, n, 64) for n in (197, 785, 3137)] + [s for s in ROOFLINE_SHAPES if s[3] == 64]

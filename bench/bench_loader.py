@@ -4,7 +4,7 @@ next to the pairs/s that a micronbert_s8 training step consumes on the same mach
     python bench/bench_loader.py [pretrain flags: --batch 64 --workers 2 --prefetch 2 --face-cache DIR ...]
                                  [--data DIR] [--size 256] [--batches 12] [--repeats 2]
 
-The loader is built by `micronbert.data.pairs.pretrain_loader` from the CLI's own pretrain
+The loader is built by `micronbert.data.loaders.pretrain_loader` from the CLI's own pretrain
 flags and defaults (this parser is the CLI's), so what is timed is what the CLI constructs.
 Rows: the synchronous loader (1 thread, no prefetch), the CLI's --workers without prefetch,
 and the CLI's loader (--workers, --prefetch), each with an idle consumer (the loader's own
@@ -29,10 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import Table, time_ms  # noqa: E402
-from micronbert.cli import _add_train_flags  # noqa: E402
+from micronbert.cli.commands import loader_flags  # noqa: E402
+from micronbert.cli.parser import train_flags  # noqa: E402
 from micronbert.config import get_config  # noqa: E402
 from micronbert.data import write_synthetic_dataset  # noqa: E402
-from micronbert.data.pairs import pretrain_loader  # noqa: E402
+from micronbert.data.loaders import pretrain_loader  # noqa: E402
+from micronbert.data.pairs import find_clips  # noqa: E402
 
 
 def batches_per_s(loader, batches: int, busy_s: float = 0.0) -> float:
@@ -66,7 +68,7 @@ def loader_rows(args, cfg, table) -> None:
     with an idle consumer, then one busy for as long as a synchronous batch takes."""
     flags = lambda w, k: argparse.Namespace(**{**vars(args), "workers": w, "prefetch": k})  # noqa: E731
     variants = dict.fromkeys([(1, 0), (args.workers, 0), (args.workers, args.prefetch)])
-    loaders = {v: pretrain_loader(flags(*v), cfg) for v in variants}
+    loaders = {v: pretrain_loader(find_clips(args.data), cfg, **loader_flags(flags(*v))) for v in variants}
     busy_ms = 0.0
     for _ in ("idle", "busy"):
         rates = best_rates(loaders, args, busy_ms)
@@ -107,7 +109,8 @@ def step_row(args, device: str) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_train_flags(ap)  # the CLI's pretrain flags and defaults (--batch, --workers, --dali, ...)
+    for flag in train_flags():  # the CLI's pretrain flags and defaults (--batch, --workers, --dali, ...)
+        flag.add_to(ap)
     ap.add_argument("--data", default=None, help="clips (default: a synthetic set at --size px)")
     ap.add_argument("--model", default="micronbert_s8", help="named config (image size, patches, masks)")
     ap.add_argument("--size", type=int, default=256,

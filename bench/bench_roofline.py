@@ -1,4 +1,4 @@
-"""Roofline of the DMA routes on an H100, no GPU needed (kernels/compile_report.py): for each
+"""Roofline of the DMA routes on an H100, no GPU needed (kernels/roofline.py): for each
 shape and route (fused, fused before issue 16, the authors' eager, SDPA with its lse) and mode
 (infer, fwd, bwd, fwd+bwd), executed vs essential tensor-core work, HBM bytes and the predicted
 time, per kernel and in total; with a GPU run of bench_dma, the measured time beside it.
@@ -15,7 +15,7 @@ import sys
 os.environ.pop("TRITON_INTERPRET", None)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from micronbert.kernels import compile_report as cr  # noqa: E402
+from micronbert.kernels import roofline as cr  # noqa: E402
 
 
 def summary(rows) -> str:

@@ -1,4 +1,5 @@
-"""Which path runs a fused op: the backend names and one rule that resolves them.
+"""Which path runs an op: the backend names and one rule that resolves them (fused ops,
+a model's attention), and the precision of a run (``precision``).
 
 No global state: a caller passes ``backend=`` to every op (a model resolves it once, at
 construction, and hands it down). Nothing here touches CUDA at import time.
@@ -14,6 +15,7 @@ construction, and hands it down). Nothing here touches CUDA at import time.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import operator
 import os
@@ -85,3 +87,43 @@ def resolve_backend(backend: str, t: torch.Tensor, op: str, score_bytes: int = 0
         if why is not None:
             raise RuntimeError(f"{op} backend='triton' cannot run: {why}")
     return backend
+
+
+def check_buildable(backend: str, who: str = "MicronBERT") -> str:
+    """A known backend name; "triton" only where Triton can run at all (CUDA, or the
+    interpreter), so a model that cannot have the fused path says why when it is built."""
+    check_backend(backend)
+    if backend == "triton":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        why = triton_unavailable_reason(device=dev)
+        if why is not None:
+            raise RuntimeError(f"{who}(backend='triton') cannot run here: {why}")
+    return backend
+
+
+@functools.lru_cache(maxsize=None)
+def xformers_ops():
+    """``xformers.ops`` where it imports, else None (looked up once)."""
+    try:
+        import xformers.ops as xops
+        return xops
+    except Exception:
+        return None
+
+
+def attention_route(backend: str, t: torch.Tensor) -> str:
+    """The path of a transformer block's self-attention on tensor ``t``: "xformers" (CUDA,
+    "auto" or "triton", where xformers is installed), "reference" (explicit softmax(QK^T)V)
+    for "reference", else "sdpa" (``F.scaled_dot_product_attention``)."""
+    if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:
+        return "xformers"
+    return "reference" if backend == "reference" else "sdpa"
+
+
+def precision(device, bf16: bool = True):
+    """The autocast context of a run on ``device``: bf16 on CUDA when ``bf16``, else none
+    (fp32 on the CPU). The one place where training, fine-tuning and spotting choose it."""
+    import contextlib
+    if bf16 and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

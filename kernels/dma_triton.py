@@ -282,7 +282,7 @@ def _dma_bwd_dk(Q, K, Bias, LSE, W, E, DK, DB, DQ,
 
 # --------------------------------------------------------------------------
 # Launch plans: the grid and the compile-time constants of each kernel, used by the
-# launchers below and by the roofline model (compile_report.py), so that the model counts
+# launchers below and by the roofline model (roofline.py), so that the model counts
 # the very programs that run.
 # --------------------------------------------------------------------------
 def launch_plan(kernel: str, b: int, h: int, n: int, dim: int, configs=None) -> dict:

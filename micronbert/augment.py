@@ -62,3 +62,24 @@ def pair_augment(onset: torch.Tensor, apex: torch.Tensor, aug: PairAugment,
     x = (x - grey) * fs + grey
     x = x.round().clamp(0, 255).to(torch.uint8)
     return x[:b], x[b:]
+
+
+def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3), rand=None):
+    """A random crop per sample (area fraction in ``scale``), resized back to the input size.
+    ``rand`` (B, 4) in [0, 1) fixes the draws (loaders give one per sample)."""
+    b = images.shape[0]
+    if rand is None:
+        gdev = generator.device if generator is not None else torch.device("cpu")
+        rand = torch.rand(b, 4, generator=generator, device=gdev)
+    r = rand.to(device=images.device, dtype=images.dtype)
+    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * r[:, 1]
+    aspect = torch.exp(logr)
+    sw = torch.sqrt(area * aspect).clamp(max=1.0)
+    sh = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (1 - sw) * (2 * r[:, 2] - 1)
+    cy = (1 - sh) * (2 * r[:, 3] - 1)
+    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,4 +1,4 @@
-"""Configuration of μ-BERT: one dataclass, named configs, ``create_model``."""
+"""Configuration of μ-BERT: one dataclass and the named configs (``model.create_model`` builds them)."""
 from __future__ import annotations
 
 import math
@@ -171,14 +171,3 @@ def get_config(name: str, **overrides) -> MicronBERTConfig:
     if bad:
         raise TypeError(f"unknown config fields {bad}")
     return replace(CONFIGS[name], **overrides)
-
-
-def create_model(name: str, backend: str = "auto", **overrides):
-    """Build a named μ-BERT model, e.g. ``create_model("micronbert_tiny", poi_loss="mse")``.
-
-    ``backend`` ("auto" | "triton" | "torch" | "reference", micronbert.kernels.backend) is
-    chosen here, once, for attention, DMA and the swap; it is not part of the config and
-    is not saved in checkpoints.
-    """
-    from .model import MicronBERT
-    return MicronBERT(get_config(name, **overrides), backend=backend)

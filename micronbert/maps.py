@@ -23,14 +23,18 @@ def roc_auc(scores, labels) -> float:
 
 def onset_apex_masks(table, masks_root, size):
     """uint8 onset and apex frames (B, 3, S, S) of the clips in ``table`` and their
-    ground-truth motion masks ``masks_root/<subject>/<clip>.png`` as bool (B, S, S)."""
+    ground-truth motion masks ``masks_root/<subject>/<clip>.png`` as bool (B, S, S), both
+    at ``size`` (the masks by nearest neighbour: a 224-px model on a 64-px set)."""
     from PIL import Image
 
-    from .evaluate import onset_apex_frames
+    from .recognition.features import onset_apex_frames
     on, ap = onset_apex_frames(table, size)
     truth = [np.asarray(Image.open(os.path.join(masks_root, r.subject, r.clip + ".png"))) > 127
              for r in table.itertuples()]
-    return on, ap, torch.from_numpy(np.stack(truth))
+    truth = torch.from_numpy(np.stack(truth))
+    if tuple(truth.shape[1:]) != tuple(on.shape[2:]):
+        truth = F.interpolate(truth[:, None].float(), size=tuple(on.shape[2:]), mode="nearest")[:, 0] > 0.5
+    return on, ap, truth
 
 
 def null_key_probe(tokens_q, tokens_k, beta: float = 300.0, tau: float = 0.003):
@@ -41,7 +45,7 @@ def null_key_probe(tokens_q, tokens_k, beta: float = 300.0, tau: float = 0.003):
     return 1 - torch.exp(torch.diagonal(beta * c, dim1=-2, dim2=-1) - torch.logsumexp(s, -1))
 
 
-def patch_pool(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
+def per_patch_mean(pixel_map: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, H, W) or (B, C, H, W) per-pixel values -> their mean per patch (B, N) or (B, N, C)."""
     x = pixel_map.float()
     pooled = F.avg_pool2d(x[:, None] if x.dim() == 3 else x, patch).flatten(2)  # B C N
@@ -106,8 +110,8 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
     from .baselines import farneback_flow, pixel_difference  # the recognition baselines' maps
     probes = {
         "model": lambda x, z: model.motion_profile(model.micro_attention(x, z)[1]),
-        "pixel_difference": lambda x, z: patch_pool(pixel_difference(x, z)[:, 0], p),
-        "optical_flow": lambda x, z: patch_pool(farneback_flow(x, z)[:, 2], p),  # the magnitude
+        "pixel_difference": lambda x, z: per_patch_mean(pixel_difference(x, z)[:, 0], p),
+        "optical_flow": lambda x, z: per_patch_mean(farneback_flow(x, z)[:, 2], p),  # the magnitude
         "pixel_cosine": lambda x, z: 1 - F.cosine_similarity(model.patchify(x), model.patchify(z), dim=-1),
         "token_change": lambda x, z: 1 - F.cosine_similarity(enc[id(x)], enc[id(z)], dim=-1),
         "null_key_probe": lambda x, z: null_key_probe(enc[id(z)], enc[id(x)]),
@@ -116,7 +120,7 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
         untrained.eval()
         probes["untrained"] = lambda x, z: untrained.motion_profile(untrained.micro_attention(x, z)[1])
     if prior is not None:
-        probes["location_prior"] = lambda x, z: patch_pool(prior[None], p)
+        probes["location_prior"] = lambda x, z: per_patch_mean(prior[None], p)
     rows = []
     for k in (k for k in MAP_NAMES if k in probes):
         m = probes[k](onset, apex)

@@ -120,7 +120,7 @@ def check_fits(model, batch: int, device, elem_bytes: int = 4, model_name: str =
 
 
 if __name__ == "__main__":  # python -m micronbert.memory MODEL BATCH: print the estimate
-    from . import create_model
+    from .model import create_model
     name, b = sys.argv[1], int(sys.argv[2])
     m = create_model(name)
     print(f"{name} batch {b}: {_gb(estimate_training_bytes(m, b))} "

@@ -19,10 +19,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import variants
-from .config import MicronBERTConfig
+from .augment import random_resized_crop
+from .config import MicronBERTConfig, get_config
 from .losses import DINOLoss, poi_mse_loss, reconstruction_loss, swap_diag_loss
-from .kernels import (DiagonalMicroAttention, blockwise_swap_patches, check_backend,
-                      generate_swap_mask, patchify, triton_unavailable_reason, unpatchify)
+from .kernels import DiagonalMicroAttention, blockwise_swap_patches, generate_swap_mask, patchify, unpatchify
+from .kernels.backend import attention_route, check_buildable, xformers_ops
 
 
 def sincos_pos_embed(dim: int, grid) -> torch.Tensor:
@@ -54,30 +55,18 @@ class Attention(nn.Module):
     def forward(self, x):  # B N D
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
-        if self.backend in ("auto", "triton") and x.is_cuda and _xformers() is not None:
+        route = attention_route(self.backend, x)
+        if route == "xformers":
             q, k, v = qkv.unbind(2)  # B N h d
-            x = _xformers().memory_efficient_attention(q, k, v).reshape(b, n, c)
+            x = xformers_ops().memory_efficient_attention(q, k, v).reshape(b, n, c)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B h N d
-            if self.backend == "reference":
+            if route == "reference":
                 x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
             else:
                 x = F.scaled_dot_product_attention(q, k, v)
             x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj(x)
-
-
-_XF = []
-
-
-def _xformers():
-    if not _XF:
-        try:
-            import xformers.ops as xops
-            _XF.append(xops)
-        except Exception:
-            _XF.append(None)
-    return _XF[0]
 
 
 class Mlp(nn.Module):
@@ -174,48 +163,15 @@ class Teacher(nn.Module):
                              cfg.dino_bottleneck_dim)
 
 
-def random_resized_crop(images, scale, generator=None, ratio=(3 / 4, 4 / 3), rand=None):
-    """A random crop per sample (area fraction in ``scale``), resized back to the input size.
-    ``rand`` (B, 4) in [0, 1) fixes the draws (loaders give one per sample)."""
-    b = images.shape[0]
-    if rand is None:
-        gdev = generator.device if generator is not None else torch.device("cpu")
-        rand = torch.rand(b, 4, generator=generator, device=gdev)
-    r = rand.to(device=images.device, dtype=images.dtype)
-    area = scale[0] + (scale[1] - scale[0]) * r[:, 0]
-    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * r[:, 1]
-    aspect = torch.exp(logr)
-    sw = torch.sqrt(area * aspect).clamp(max=1.0)
-    sh = torch.sqrt(area / aspect).clamp(max=1.0)
-    cx = (1 - sw) * (2 * r[:, 2] - 1)
-    cy = (1 - sh) * (2 * r[:, 3] - 1)
-    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sw, cx, sh, cy
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 # float frames must be normalised: |x| beyond this is 0-255 pixels given as float
 MAX_NORMALISED = 20.0
-
-
-def _checked_backend(backend: str) -> str:
-    """A known backend name; "triton" only where Triton can run at all (CUDA, or the
-    interpreter), so a model that cannot have the fused path says why when it is built."""
-    check_backend(backend)
-    if backend == "triton":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        why = triton_unavailable_reason(device=dev)
-        if why is not None:
-            raise RuntimeError(f"MicronBERT(backend='triton') cannot run here: {why}")
-    return backend
 
 
 class MicronBERT(nn.Module):
     def __init__(self, cfg: MicronBERTConfig, backend: str = "auto"):
         super().__init__()
         self.config = cfg
-        self.backend = backend = _checked_backend(backend)
+        self.backend = backend = check_buildable(backend)
         self.backbone = Encoder(cfg, backend)
         self.att = DiagonalMicroAttention(cfg.embed_dim, cfg.dma_heads, qkv_bias=True,
                                           qk_scale=cfg.dma_scale, diagonal=cfg.diag_att,
@@ -352,13 +308,27 @@ class MicronBERT(nn.Module):
         out, diag = self.att(q, k, v, poi_scores=scores)
         return out, diag, scores
 
+    def encode_then_dma(self, patches):
+        """μ-BERT's core path: the patch batches ``patches`` ([I_{t/s}, I_{t+d}, *more views],
+        each (B, N, p*p*C)) through the encoder in one pass, then DMA between the first two.
+        Returns (x (V*B, 1+N, D): every view's CT and tokens, out, diag, poi_scores or None)."""
+        b = patches[0].shape[0]
+        x = self.backbone(torch.cat(patches))
+        out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
+        return x, out, diag, scores
+
+    def pair_pass(self, frame_swapped, frame_next):
+        """``encode_then_dma`` of two frame batches (uint8 or normalised float), patchified
+        and normalised in one pass of the swap kernel: (x (2B, 1+N, D), out, diag, poi_scores)."""
+        keep = torch.zeros(frame_swapped.shape[0], self.config.num_patches, dtype=torch.bool,
+                           device=frame_swapped.device)
+        ps, _, pn = self.swap_patches(frame_swapped, frame_next, keep, ("frame_swapped", "frame_next"))
+        return self.encode_then_dma([ps, pn])
+
     def pair_forward(self, frame_swapped, frame_next):
         """One encoder pass over both frames, then DMA -> (out, diag, tokens_swapped, tokens_next)."""
         b = frame_swapped.shape[0]
-        keep = torch.zeros(b, self.config.num_patches, dtype=torch.bool, device=frame_swapped.device)
-        ps, _, pn = self.swap_patches(frame_swapped, frame_next, keep, ("frame_swapped", "frame_next"))
-        x = self.backbone(torch.cat([ps, pn]))
-        out, diag, _ = self.dma(x[:b, 1:], x[b:, 1:], x[b:, 0])
+        x, out, diag, _ = self.pair_pass(frame_swapped, frame_next)
         return out, diag, x[:b, 1:], x[b:, 1:]
 
     def micro_attention(self, frame_swapped, frame_next):
@@ -444,8 +414,7 @@ class MicronBERT(nn.Module):
             image_next = unpatchify(nxt, cfg.patch_size, cfg.grid, cfg.in_chans)
             crop = random_resized_crop(image_next, cfg.crop_scale, generator, rand=crop_rand)
             views.append(patchify(crop, cfg.patch_size))
-        x = self.backbone(torch.cat(views))  # one encoder pass: (V*B, 1+N, D)
-        out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
+        x, out, diag, scores = self.encode_then_dma(views)  # one encoder pass: (V*B, 1+N, D)
         zero = out.new_zeros(()).float()
         pred = self.decode(out) if cfg.has_decoder else None
         rec = reconstruction_loss(pred, target, cfg.norm_pix_loss) if pred is not None else zero
@@ -454,3 +423,13 @@ class MicronBERT(nn.Module):
         loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
         return {"loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": dgl, "pred": pred,
                 "diag": diag, "swap_mask": swap_mask, "poi_scores": scores}
+
+
+def create_model(name: str, backend: str = "auto", **overrides):
+    """Build a named μ-BERT model, e.g. ``create_model("micronbert_tiny", poi_loss="mse")``.
+
+    ``backend`` ("auto" | "triton" | "torch" | "reference", micronbert.kernels.backend) is
+    chosen here, once, for attention, DMA and the swap; it is not part of the config and
+    is not saved in checkpoints.
+    """
+    return MicronBERT(get_config(name, **overrides), backend=backend)

@@ -1,4 +1,4 @@
-"""Run folders that lose nothing, and flags checked before any work starts.
+"""Run folders that lose nothing.
 
 - ``check_writable``: an output folder is made and probed at the start of every command,
   so a read-only folder fails at once, not at the first checkpoint or after the work.
@@ -14,15 +14,12 @@
 - ``keep_step_copy``: ``--keep K``: ``OUT/step-<step>.pt`` of the last K checkpoints.
 - ``run_settings`` / ``settings_diff``: what a checkpoint records of the run and what a
   resume changes.
-- ``check_flags``: the CLI's numeric flags (from the line or ``--config``), one clear
-  error each.
 """
 from __future__ import annotations
 
 import contextlib
 import glob
 import json
-import math
 import os
 import shutil
 import signal
@@ -316,112 +313,3 @@ def settings_diff(saved: Dict, now: Dict, free=()) -> List[str]:
         if a != b:
             out.append(f"{k}: {a!r} -> {b!r}")
     return out
-
-
-# ------------------------------------------------------------------ flags
-_POSITIVE_INT = ("steps", "batch", "accum", "ckpt_every", "keep", "samples_per_epoch", "head_epochs",
-                 "size", "subjects", "clips_per_class", "held_out", "workers", "corpus_clips",
-                 "videos_per_subject", "k", "flow_size")
-_POSITIVE_NUMBER = ("fps", "seconds")  # int or float flags
-_NONNEG_INT = ("warmup", "prefetch", "corpus_faces")
-_NONNEG_FLOAT = ("min_lr", "weight_decay")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_flags(args) -> None:
-    """The numeric flags of a command, whether from the line or from ``--config``: a value
-    that cannot work is one UsageError naming the flag."""
-    def isint(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    for k in _POSITIVE_INT + _NONNEG_INT:
-        v = getattr(args, k, None)
-        if v is None:
-            continue
-        low = 1 if k in _POSITIVE_INT else 0
-        if not isint(v) or v < low:
-            raise UsageError(f"{_flag(k)} {v!r}: must be an integer >= {low}")
-    for k in _POSITIVE_NUMBER:
-        v = getattr(args, k, None)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not math.isfinite(v) or v <= 0):
-            raise UsageError(f"{_flag(k)} {v!r}: must be a number > 0")
-    for k in _NONNEG_FLOAT + ("lr", "ema"):
-        v = getattr(args, k, None)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 \
-                or (k == "lr" and v == 0) or (k == "ema" and v > 1):
-            need = {"lr": "a finite number > 0", "ema": "a number in [0, 1]"}.get(k, "a finite number >= 0")
-            raise UsageError(f"{_flag(k)} {v!r}: must be {need}")
-    delta = getattr(args, "delta", None)
-    if delta is not None:
-        if len(delta) != 2 or not all(isint(d) for d in delta) or not 1 <= delta[0] <= delta[1]:
-            raise UsageError(f"--delta {' '.join(map(str, delta))}: needs two integers 1 <= MIN <= MAX")
-    spe, batch = getattr(args, "samples_per_epoch", None), getattr(args, "batch", None)
-    if spe is not None and batch is not None and spe < batch:
-        raise UsageError(f"--samples-per-epoch {spe} is smaller than --batch {batch}: an epoch "
-                         f"would hold no batch; raise --samples-per-epoch or lower --batch")
-    if getattr(args, "tensorboard", False):
-        import importlib.util
-        if importlib.util.find_spec("tensorboard") is None:
-            raise UsageError("--tensorboard needs the package tensorboard: "
-                             "pip install 'micronbert-fused[tensorboard]' (or drop --tensorboard)")
-
-
-def given_flags(parser, argv: List[str]) -> set:
-    """The dests of the flags actually written in ``argv`` (a parse with no defaults), so
-    that ``--config`` fills only what the line left out, even where a flag equals its default."""
-    import argparse
-    missing = object()
-    ns = argparse.Namespace(**{a.dest: missing for a in parser._actions if a.dest != "help"})
-    parser.parse_known_args(argv, namespace=ns)
-    return {k for k, v in vars(ns).items() if v is not missing}
-
-
-def apply_config_file(parser, args, argv: List[str]) -> None:
-    """``--config FILE`` (JSON of flag values) fills the flags that ``argv`` (the command's
-    own arguments) does not give: flags win, even where one equals its default. Sets
-    ``args.given`` (the dests written on the line)."""
-    args.given = given_flags(parser, argv)
-    path = getattr(args, "config", None)
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            conf = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--config {path}: cannot read it as JSON ({e})") from e
-    if not isinstance(conf, dict):
-        raise UsageError(f"--config {path}: needs a JSON object of flag values, got {type(conf).__name__}")
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "debug")}
-    for k, val in conf.items():
-        key = k.replace("-", "_")
-        if key not in actions:
-            raise UsageError(f"--config {path}: unknown setting {k!r}; known: {', '.join(sorted(actions))}")
-        choices = actions[key].choices
-        if choices is not None and val not in choices:
-            raise UsageError(f"--config {path}: {k} {val!r} is not one of {', '.join(map(str, choices))}")
-        if key not in args.given:
-            setattr(args, key, val)
-
-
-# what a CLI error's one line says before its message, by kind: ours and the OS's name
-# the input themselves; anything else is unexpected and names its type
-_OWN = ("DataError", "CheckpointError", "RunError", "UsageError", "NonFiniteLoss", "ConfigMismatch")
-
-
-def error_line(e: BaseException, extras: Dict[str, str]) -> str:
-    """The one line (without the ``micronbert: error:`` prefix) that a CLI error prints.
-    ``extras``: top-level module -> the pip extra that installs it."""
-    msg = " ".join(str(e).split("\n")).strip()
-    if isinstance(e, ModuleNotFoundError):
-        extra = extras.get((e.name or "").split(".")[0])
-        where = f"pip install 'micronbert-fused[{extra}]'" if extra else f"pip install {e.name}"
-        return f"needs the Python module {e.name!r}, which this install leaves out: {where}"
-    if isinstance(e, (OSError, ValueError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
-        return msg or type(e).__name__
-    return f"{type(e).__name__}: {msg} (unexpected: rerun with --debug for the traceback)"

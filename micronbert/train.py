@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import config_from_dict, load_state_dict_strict, read_checkpoint, save_checkpoint
+from .kernels.backend import precision
 from .runs import (FREE, keep_step_copy, non_finite, run_settings, settings_diff,
                    truncate_log)
 
@@ -95,7 +96,7 @@ class TrainConfig:
     steps: int = 1000
     lr: float = 1.5e-4
     min_lr: float = 0.0
-    warmup: int = 20
+    warmup: int = 50
     weight_decay: float = 0.05
     accum: int = 1
     ema: float = 0.996  # base momentum of the PoI EMA teacher
@@ -124,8 +125,7 @@ class Run:
         self.rank, self.world = dist_info()
         self.opt = make_optimizer(model, tc.lr, tc.weight_decay)
         self.net, self.start, self.it = model, 0, None
-        self.amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tc.bf16
-                    else nullcontext())
+        self.amp = precision(device, tc.bf16)
         self.ckpt_path = os.path.join(out_dir, "last.pt")  # the last good (confirmed) checkpoint
         # a checkpoint is saved to `pending.pt` and becomes last.pt once the step after it
         # gives a finite loss (the end of the run's is final at once): so after a divergence

@@ -1,11 +1,12 @@
 """Our extensions of μ-BERT's losses, not in the paper; opt-in through config fields
 (``diag_target="match"``, named config ``micronbert_tiny_nullkey``). The paper's diagonal
-loss, smooth-L1(D, M) on the swap mask, stays in model.py.
+loss, smooth-L1(D, M) on the swap mask, is ``losses.swap_diag_loss``.
 
 "match" target: D_i should be 1 wherever the key patch shows what the query patch shows
 (every swapped patch, and every patch that did not change between the two frames) and 0
 where the two frames differ. Note: it is supervised by a per-patch pixel-difference
-threshold, so it distils that baseline (EVIDENCE.md §1); report it as a labelled variant.
+threshold, so it distils that baseline; report it as a labelled variant (README, "Demo
+results").
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Pictures: micro-motion maps over the frames, loss curves."""
+"""Pictures: micro-motion maps over the frames, loss curves, bars, spotting curves."""
 from __future__ import annotations
+
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -9,6 +11,16 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _written(plt, fig, path, ax=None, title=None):
+    """Set ``ax``'s ``title`` (if any), lay the figure out, write it to ``path`` and close it."""
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
 
 
 MAP_CAPTION = (
@@ -116,10 +128,7 @@ def save_curves(path, records, keys=None, title=None):
     ax.set_title(title or "pre-training losses (loss = rec + lambda_poi poi + lambda_diag diag)",
                  fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return _written(plt, fig, path)
 
 
 def save_confusion(path, matrix, classes, title=None):
@@ -135,12 +144,7 @@ def save_confusion(path, matrix, classes, title=None):
     ax.set_yticks(range(n), classes, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+    return _written(plt, fig, path, ax, title)
 
 
 def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title=None,
@@ -164,9 +168,32 @@ def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title
     ax.set_xticks(x, [n.replace("_", " ").replace(" (", "\n(") for n in names], fontsize=7)
     ax.set_ylim(*ylim)
     ax.legend(fontsize=7, ncol=4, loc="upper center")
+    return _written(plt, fig, path, ax, title)
+
+
+def save_score_curves(path: str, curves: Dict[str, np.ndarray], found: Dict[str, List[dict]],
+                      thresholds: Dict[str, float], fps: float, gt: Optional[List[dict]] = None,
+                      title: str = ""):
+    """One panel per method: the curve, its threshold, the found intervals (orange: micro,
+    purple: macro) and the ground truth (a strip under the curve)."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(curves), 1, figsize=(12, 2.6 * len(curves)), squeeze=False)
+    colors = {"micro": "tab:orange", "macro": "tab:purple"}
+    for ax, (name, c) in zip(axes[:, 0], curves.items()):
+        t = np.arange(len(c)) / fps
+        ax.plot(t, c, lw=0.8, color="k")
+        ax.axhline(thresholds[name], color="tab:red", ls="--", lw=0.8, label="threshold")
+        lo, hi = float(np.min(c)), float(np.max(c))
+        for x in found.get(name, []):
+            ax.axvspan(x["onset"] / fps, (x["offset"] + 1) / fps, color=colors[x["kind"]], alpha=0.3)
+        for x in gt or []:
+            ax.axvspan(x["onset"] / fps, (x["offset"] + 1) / fps, ymin=0, ymax=0.08,
+                       color=colors[x["kind"]], alpha=0.9)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        ax.set_ylabel(name)
+        ax.set_xlim(0, len(c) / fps)
+    axes[-1, 0].set_xlabel("seconds (shaded: found; strip at the bottom: ground truth; "
+                           "orange micro, purple macro)")
     if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
+        axes[0, 0].set_title(title)
+    _written(plt, fig, path)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from micronbert.data.io import DataError, write_video
-from micronbert.data.pairs import DaliPairLoader, PairLoader, find_clips
+from micronbert.data.dali import DaliPairLoader
+from micronbert.data.pairs import PairLoader, find_clips
 
 
 def jpeg_frames_match(synth):
@@ -138,7 +139,8 @@ def spot_frames_match(tmp):
     source: same count, order and pixels within codec rounding; ``spot --dali`` runs end to
     end; H.264 on the CPU and a bad file are one error naming the file."""
     from micronbert.cli import main
-    from micronbert.spot import iter_frames, iter_frames_dali
+    from micronbert.data.dali import iter_frames_dali
+    from micronbert.spot.frames import iter_frames
     rng = np.random.default_rng(0)
     t = np.arange(90)[:, None, None, None]
     base = rng.integers(0, 200, (1, 48, 64, 3))  # ~3 s at 30 fps, a drifting pattern

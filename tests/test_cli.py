@@ -117,7 +117,7 @@ def test_a_warmup_longer_than_the_run_is_capped(monkeypatch, capsys, tmp_path):
     import micronbert.cli as cli
     from micronbert.train import cosine_lr
     seen = []
-    monkeypatch.setattr(cli, "cmd_pretrain", seen.append)
+    monkeypatch.setitem(cli.COMMANDS, "pretrain", seen.append)
     assert main(["pretrain", "--data", "d", "--out", str(tmp_path / "o"), "--steps", "3"]) == 0
     assert "--warmup 50 is longer than --steps 3" in capsys.readouterr().err
     # the flag stays as given (a resume compares it), the schedule caps it: peak at the last step
@@ -198,3 +198,31 @@ def test_layout_detection_names_each_dataset_or_asks_for_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="pass --dataset"):
         detect_dataset(str(tmp_path / "empty"))
+
+
+def test_flag_defaults_are_the_config_dataclasses():
+    """pretrain's and finetune's defaults are TrainConfig's and FinetuneConfig's (no drift)."""
+    from micronbert.cli.parser import build_parser
+    from micronbert.recognition.finetune import FinetuneConfig
+    from micronbert.train import TrainConfig
+    _, sub, _ = build_parser()
+    for k in ("steps", "lr", "min_lr", "warmup", "weight_decay", "accum", "ema", "ckpt_every", "keep"):
+        assert sub["pretrain"].get_default(k) == getattr(TrainConfig(), k), k
+    for k in ("epochs", "batch", "lr", "min_lr", "warmup_epochs", "layer_decay", "weight_decay"):
+        assert sub["finetune"].get_default(k) == getattr(FinetuneConfig(), k), k
+
+
+def test_pretrain_loader_is_sized_by_the_models_config(tmp_path):
+    """The one loader factory of pretrain and demo: frames at the model's size (the demo
+    of micronbert_s8 feeds 224 px, not the synthetic set's 64)."""
+    from micronbert.config import get_config
+    from micronbert.data.loaders import pretrain_loader
+    from micronbert.data.pairs import find_clips
+    from micronbert.data.synthetic import write_synthetic_dataset
+    clips = find_clips(write_synthetic_dataset(str(tmp_path / "d"), n_subjects=1, clips_per_class=1,
+                                               progress=False))
+    for name, px in (("micronbert_tiny", 64), ("micronbert_s8", 224)):
+        cfg = get_config(name)
+        batch = next(iter(pretrain_loader(clips, cfg, batch=2, workers=1, prefetch=0)))
+        assert tuple(batch["frame_t"].shape) == (2, 3, px, px), name
+        assert tuple(batch["swap_mask"].shape) == (2, cfg.num_patches), name

@@ -129,7 +129,7 @@ def test_truncated_video_is_a_named_error_or_a_counted_skip(synth, tmp_path, cac
 
 def test_evaluate_skips_clips_that_do_not_decode_and_reports_sheet_repairs(synth, tmp_path):
     from micronbert import create_model
-    from micronbert.evaluate import evaluate
+    from micronbert.recognition import evaluate
     root = str(tmp_path / "set")
     shutil.copytree(synth, root)
     sheet = os.path.join(root, "CASME2-coding-synthetic.xlsx")

@@ -239,7 +239,7 @@ def test_our_damaged_checkpoint_is_reported_not_loaded_as_the_authors(tmp_path, 
 # ------------------------------------------------------------------ messages
 def _capture(monkeypatch, name):
     seen = {}
-    monkeypatch.setattr(cli, name, lambda args: seen.setdefault("args", args))
+    monkeypatch.setitem(cli.COMMANDS, name, lambda args: seen.setdefault("args", args))
     return seen
 
 
@@ -290,7 +290,7 @@ def test_missing_tensorboard_names_the_extra(data, tmp_path, capsys, monkeypatch
 
 
 def test_config_file_does_not_beat_a_flag_equal_to_its_default(tmp_path, monkeypatch):
-    seen = _capture(monkeypatch, "cmd_pretrain")
+    seen = _capture(monkeypatch, "pretrain")
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps({"seed": 5, "batch": 4, "lr": 0.5}))
     base = ["pretrain", "--data", "d", "--out", str(tmp_path / "r"), "--config", str(conf)]

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-import micronbert.finetune as ft
+import micronbert.recognition.finetune as ft
 from micronbert import create_model
 from micronbert.augment import PairAugment, pair_augment
 from micronbert.baselines import baseline_features, farneback_flow, pixel_difference
 from micronbert.data.annotations import load_annotations
 from micronbert.data.io import DataError
 from micronbert.data.synthetic import write_synthetic_dataset
-from micronbert.evaluate import evaluate, labelled, loso_splits, metrics, onset_apex_frames
+from micronbert.recognition import evaluate, labelled, loso_splits, metrics, onset_apex_frames
 
 FAST = dict(epochs=1, batch=4, warmup_epochs=0.5, head_epochs=20, progress=False)
 

@@ -1,10 +1,10 @@
-"""The roofline model of the DMA kernels (kernels/compile_report.py): its FLOP count equals a
+"""The roofline model of the DMA kernels (kernels/roofline.py): its FLOP count equals a
 hand count and the dots the kernels really execute (counted in the Triton interpreter), and the
 shipped launch table meets issue 16's targets on paper."""
 import pytest
 import torch
 
-from micronbert.kernels import compile_report as cr
+from micronbert.kernels import roofline as cr
 from micronbert.kernels import dma_triton
 from conftest import ON_CUDA
 

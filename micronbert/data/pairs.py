@@ -61,7 +61,7 @@ def _pinning(pin_memory: Optional[bool]) -> bool:
     return cuda and (pin_memory is None or bool(pin_memory))
 
 
-class _Memo:
+class Memo:
     """A thread-safe memo: ``get(key, compute)`` computes each key once, even when several
     threads ask for it at the same time (the others wait for that result).
 
@@ -193,7 +193,7 @@ class PairLoader:
         self.data_report = DataReport(KEEP_ERRORS)
         self._bad = {}  # clip -> its error: a clip that failed once is not decoded again
         self.cache_clips = cache_clips
-        self._clips, self._lengths, self._boxes = _Memo(cache_clips), _Memo(), _Memo()
+        self._clips, self._lengths, self._boxes = Memo(cache_clips), Memo(), Memo()
         self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
         self.workers, self.prefetch = workers, prefetch
         self.pin_memory = _pinning(pin_memory)
@@ -413,177 +413,3 @@ class PairLoader:
             if isinstance(batches, _Producer):
                 batches.close()
         self.epoch, self.position = self.epoch + 1, 0
-
-
-def dali_device(device: Optional[str], who: str) -> str:
-    """Checks that NVIDIA DALI is installed (imported here, not at import time) and returns
-    DALI's device: ``device`` ("gpu" or "cpu"), by default "gpu" where CUDA is."""
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError as e:
-        raise ImportError(f"{who} needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
-                          "(or the extra micronbert-fused[dali])") from e
-    device = device or ("gpu" if torch.cuda.is_available() else "cpu")
-    if device not in ("gpu", "cpu"):
-        raise ValueError(f"{who}: device must be 'gpu' or 'cpu', got {device!r}")
-    if device == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError(f"{who}(device='gpu') needs CUDA; this machine has none")
-    return device
-
-
-def dali_to_torch(tl, i: int, device: str) -> torch.Tensor:
-    """Sample ``i`` of a DALI TensorList as a torch uint8 tensor: on the GPU (copied on the
-    device) for a "gpu" pipeline, else on the CPU."""
-    if device == "gpu":
-        from nvidia.dali.plugin.pytorch import feed_ndarray
-        t = tl[i]
-        out = torch.empty(t.shape(), dtype=torch.uint8, device="cuda")
-        feed_ndarray(t, out)
-        return out
-    return torch.from_numpy(np.array(tl[i]))
-
-
-class DaliPairLoader(PairLoader):
-    """The same samples as ``PairLoader``, decoded by an NVIDIA DALI pipeline.
-
-    On a GPU (``device="gpu"``) JPEG frames are decoded by nvJPEG and videos (H.264, HEVC,
-    VP8/9, AV1, MJPEG) by NVDEC in DALI's ``mixed`` backend, and the batch comes out as
-    CUDA uint8 tensors, resized on the device, ready for the fused swap kernel (which
-    normalises). With ``face_cache`` each clip's face box (found once on the CPU by
-    OpenCV, then cached) crops the frames inside the pipeline: ROI decoding for JPEG, a
-    slice for video. Without a GPU the same pipeline runs on the CPU where DALI can: JPEG
-    frames, and VP8/VP9/MJPEG video. All clips of one loader are frame folders, or all
-    are videos. Pixels agree with ``PairLoader`` within codec rounding.
-
-    Prefetching is ``PairLoader``'s: the pipeline runs on the prefetching thread (one per
-    loader); ``workers`` threads choose the samples and find their face boxes, and
-    ``num_threads`` (default: ``workers``, at least 2) are DALI's CPU threads.
-    """
-
-    def __init__(self, *args, device: Optional[str] = None, num_threads: Optional[int] = None, **kw):
-        super().__init__(*args, **kw)
-        self.device = dali_device(device, "DaliPairLoader")
-        kinds = {os.path.isdir(c) for c in self.clips}
-        if len(kinds) != 1:
-            raise DataError("DaliPairLoader takes clips of one kind: all frame folders or all videos")
-        self.video = kinds == {False}
-        self.num_threads = num_threads or max(2, self.workers)
-        self._pipe = None
-        self.cache_clips = 0  # DALI decodes in the pipeline (its errors name the batch's files)
-        self._clips = _Memo(0)
-
-    def _build(self):
-        import nvidia.dali as dali
-        import nvidia.dali.fn as fn
-        import nvidia.dali.types as types
-        dev = "mixed" if self.device == "gpu" else "cpu"
-        pipe = dali.Pipeline(batch_size=self.batch_size, num_threads=self.num_threads,
-                             device_id=torch.cuda.current_device() if self.device == "gpu" else None,
-                             prefetch_queue_depth=1)
-        crop = dict(axis_names="WH", normalized_anchor=False, normalized_shape=False)
-        with pipe:
-            if self.face_cache:  # the face box of each sample's clip: (x0, y0) and (w, h)
-                anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
-                shape = fn.external_source(name="shape", dtype=types.INT32, ndim=1)
-            if self.video:
-                enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
-                start = fn.external_source(name="start", dtype=types.INT32, ndim=0)
-                stride = fn.external_source(name="stride", dtype=types.INT32, ndim=0)
-                seq = fn.decoders.video(enc, device=dev, start_frame=start, stride=stride,
-                                        sequence_length=2)
-                pipe.set_outputs(fn.slice(seq, anchor, shape, **crop) if self.face_cache else seq)
-            else:
-                a = fn.external_source(name="a", dtype=types.UINT8, ndim=1)
-                b = fn.external_source(name="b", dtype=types.UINT8, ndim=1)
-                if self.face_cache:  # ROI decoding: only the face is decoded
-                    pipe.set_outputs(*(fn.decoders.image_slice(x, anchor, shape, device=dev,
-                                                               output_type=types.RGB, **crop)
-                                       for x in (a, b)))
-                else:
-                    pipe.set_outputs(fn.decoders.image(a, device=dev, output_type=types.RGB),
-                                     fn.decoders.image(b, device=dev, output_type=types.RGB))
-        pipe.build()
-        self._pipe = pipe
-
-    def _to_torch(self, tl, i):
-        return dali_to_torch(tl, i, self.device)
-
-    _decode_when_checked = False  # the pipeline decodes the batch
-
-    def make_batch(self, epoch: int, position: int, cpu: bool = False):
-        """As ``PairLoader.make_batch``; when the pipeline fails on a batch, its samples are
-        decoded again on the CPU to find the bad file: one bad file raises a DataError naming
-        it (``on_error="raise"``) or is replaced and counted (``"skip"``; that batch then comes
-        decoded on the CPU). A failure the CPU cannot reproduce raises the pipeline's error."""
-        picked = self._pick(epoch, position, cpu)
-        try:
-            return self._assemble(epoch, position, picked, cpu)
-        except _PipelineFailed as failed:
-            again = self._pick(epoch, position, cpu=True)  # raises on a bad file with "raise"
-            if sum(len(e) for _, _, e, _ in again) == sum(len(e) for _, _, e, _ in picked):
-                raise failed.error from failed.error.__cause__  # every sample decodes on the CPU
-            return self._assemble(epoch, position, again, cpu=True)
-
-    def decode(self, specs, pairs=None):
-        if self._pipe is None:
-            self._build()
-        p = self._pipe
-        try:
-            if self.face_cache:  # boxes are found once per clip on the CPU, then cached
-                boxes = [self.face_box(c) for c, _, _ in specs]
-                p.feed_input("anchor", [np.array(b[:2], np.int32) for b in boxes])
-                p.feed_input("shape", [np.array([b[2] - b[0], b[3] - b[1]], np.int32) for b in boxes])
-            if self.video:
-                p.feed_input("enc", [np.fromfile(c, dtype=np.uint8) for c, _, _ in specs])
-                p.feed_input("start", [np.int32(t) for _, t, _ in specs])
-                p.feed_input("stride", [np.int32(d) for _, _, d in specs])
-                (seq,) = p.run()
-                pairs = [self._to_torch(seq, i) for i in range(len(specs))]
-                ft, fn_ = self._resize_all([s[0] for s in pairs]), self._resize_all([s[1] for s in pairs])
-            else:
-                from .io import list_frames
-                files = []
-                for c, t, d in specs:
-                    names = list_frames(c)
-                    files.append((names[t], names[t + d]))
-                p.feed_input("a", [np.fromfile(a, dtype=np.uint8) for a, _ in files])
-                p.feed_input("b", [np.fromfile(b, dtype=np.uint8) for _, b in files])
-                oa, ob = p.run()
-                ft = self._resize_all([self._to_torch(oa, i) for i in range(len(specs))])
-                fn_ = self._resize_all([self._to_torch(ob, i) for i in range(len(specs))])
-        except DataError:
-            raise
-        except Exception as e:
-            self._pipe = None
-            err = DataError(f"DALI could not decode the batch {sorted({c for c, _, _ in specs})}: "
-                            f"{type(e).__name__}: {str(e)[:300]}")
-            err.__cause__ = e
-            raise _PipelineFailed(err) from e
-        return ft, fn_
-
-
-class _PipelineFailed(Exception):
-    """The DALI pipeline failed on a batch (``error``: the DataError to raise when the CPU
-    decodes every sample of it)."""
-
-    def __init__(self, error: DataError):
-        super().__init__(str(error))
-        self.error = error
-
-
-def pretrain_loader(args, config, rank: int = 0, world: int = 1) -> PairLoader:
-    """The loader of ``micronbert pretrain``, from its flags and the model's config.
-
-    Args:
-        args: the parsed ``pretrain`` flags (data, batch, delta, seed, samples_per_epoch,
-            on_error, face_cache, dali, workers, prefetch).
-        config: the model's ``MicronBERTConfig`` (image and patch size, mask type, swap ratio).
-        rank, world: this process and the number of processes.
-
-    ``bench/bench_loader.py`` measures this very loader.
-    """
-    kind = DaliPairLoader if args.dali else PairLoader
-    return kind(find_clips(args.data), config.img_size[0], args.batch, config.patch_size,
-                tuple(args.delta), args.seed, rank, world, config.mask_type, config.swap_ratio,
-                args.samples_per_epoch, args.on_error, face_cache=args.face_cache,
-                workers=args.workers, prefetch=args.prefetch)

@@ -1,0 +1,84 @@
+"""The ``micronbert`` command: demo, synth, spot, pretrain, evaluate, finetune, visualize.
+
+``main`` parses the line (``parser``: one table of flags per command), fills what the line
+leaves out from ``--config``, checks every value, and runs the command (``commands``,
+``demo``); any error is one line ``micronbert: error: ...`` (``--debug``: the traceback).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Dict
+
+from . import commands
+from .demo import demo
+
+# command -> the function that runs it on the parsed flags
+COMMANDS = {"demo": demo, "synth": commands.cmd_synth, "spot": commands.cmd_spot,
+            "pretrain": commands.cmd_pretrain, "evaluate": commands.cmd_evaluate,
+            "finetune": commands.cmd_finetune, "visualize": commands.cmd_visualize}
+
+# modules of the optional extras (setup.py) -> the extra that installs them
+EXTRAS = {"av": "cli", "cv2": "cli", "pandas": "cli", "openpyxl": "cli", "PIL": "cli",
+          "skimage": "cli", "scipy": "cli", "tqdm": "cli", "matplotlib": "cli", "nvidia": "dali",
+          "tensorboard": "tensorboard"}
+
+# what an error's one line says before its message, by kind: ours and the OS's name the
+# input themselves; anything else is unexpected and names its type
+_OWN = ("DataError", "CheckpointError", "RunError", "UsageError", "NonFiniteLoss", "ConfigMismatch")
+
+
+def error_line(e: BaseException, extras: Dict[str, str] = EXTRAS) -> str:
+    """The one line (without the ``micronbert: error:`` prefix) that a CLI error prints.
+    ``extras``: top-level module -> the pip extra that installs it."""
+    msg = " ".join(str(e).split("\n")).strip()
+    if isinstance(e, ModuleNotFoundError):
+        extra = extras.get((e.name or "").split(".")[0])
+        where = f"pip install 'micronbert-fused[{extra}]'" if extra else f"pip install {e.name}"
+        return f"needs the Python module {e.name!r}, which this install leaves out: {where}"
+    if isinstance(e, (OSError, ValueError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
+        return msg or type(e).__name__
+    return f"{type(e).__name__}: {msg} (unexpected: rerun with --debug for the traceback)"
+
+
+def check(args, flags) -> None:
+    """Every value of the command's flags, and what no single flag says."""
+    from ..runs import UsageError
+    from .parser import check_flags
+    check_flags(args, flags)
+    if getattr(args, "warmup", 0) > getattr(args, "steps", 1 << 60):  # cosine_lr caps it
+        print(f"[{args.cmd}] --warmup {args.warmup} is longer than --steps {args.steps}: "
+              f"capped at {args.steps}", file=sys.stderr)
+    if args.cmd == "spot" and bool(args.video) == bool(args.data):
+        raise UsageError("spot needs --video V, or --data DIR with --dataset")
+    if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
+        raise UsageError("visualize needs --clip, or --frame-a and --frame-b")
+
+
+def main(argv=None) -> int:
+    """Run ``micronbert`` on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    from .. import runs
+    from .parser import apply_config_file, build_parser
+    parser, subparsers, tables = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.cmd is None:  # no command: the command list
+        parser.print_help()
+        return 0
+    try:
+        apply_config_file(subparsers[args.cmd], args, argv[argv.index(args.cmd) + 1:])
+        check(args, tables[args.cmd])
+        runs.check_writable(args.out)  # every command has --out: fail now, not after the work
+        with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files
+            COMMANDS[args.cmd](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("micronbert: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except Exception as e:  # one line; --debug: the traceback
+        if args.debug:
+            raise
+        print(f"micronbert: error: {error_line(e)}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, runs.UsageError) else 1)
+    return 0
+
