@@ -326,3 +326,53 @@ def test_visualize_takes_image_files_and_refuses_fps_0(data, tmp_path, capsys):
         _fails(capsys, ["visualize", "--checkpoint", str(ck), "--clip", str(frames[0].parent),
                         "--fps", fps, "--out", str(tmp_path / "w")], f"--fps {fps}", code=2)
     assert not (tmp_path / "w" / "motion_maps.mp4").exists()
+
+
+# ------------------------------------------------------------------ issue 24: the lock, resume
+def _race_for_the_lock(folder, start, attempted, wins):
+    """One contender: take the lock at ``start``, hold it until every contender has tried."""
+    from micronbert.runs import RunError
+    start.wait()
+    lock = None
+    try:
+        lock = RunLock(folder).acquire()
+        with wins.get_lock():
+            wins.value += 1
+    except RunError:
+        pass
+    attempted.wait()
+    if lock is not None:
+        lock.release()
+
+
+def test_stale_lock_taken_over_by_many_processes_at_once_has_one_holder(tmp_path, capfd):
+    import multiprocessing as mp
+    ctx, n, rounds = mp.get_context("fork"), 8, 40
+    for r in range(rounds):
+        folder = tmp_path / f"r{r}"
+        folder.mkdir()  # a stale lock as kill -9 leaves it (older format: no flock field)
+        (folder / ".lock").write_text(json.dumps({"pid": 2 ** 31 - 1, "host": os.uname().nodename}))
+        start, attempted, wins = ctx.Barrier(n), ctx.Barrier(n), ctx.Value("i", 0)
+        procs = [ctx.Process(target=_race_for_the_lock, args=(str(folder), start, attempted, wins))
+                 for _ in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0] * n
+        assert wins.value == 1, f"round {r}: {wins.value} processes held the lock at once"
+        assert not (folder / ".lock").exists()  # the holder removed it
+    # a holder killed with -9 leaves its file, yet the kernel released the flock: taken over
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from micronbert.runs import "
+                              "RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); "
+                              "time.sleep(60)", str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match=f"in use by another run \\(pid {child.pid}"):
+        RunLock(str(folder)).acquire()
+    child.kill()
+    child.wait()
+    lock = RunLock(str(folder)).acquire()
+    assert "stale lock" in capfd.readouterr().err
+    lock.release()
