@@ -221,12 +221,9 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm)
         old = holds_run(folder)
-        if old and not resume:
+        if old and not _continues(folder, resume):
             if not overwrite:
-                raise RunError(f"{folder} already holds a run ({', '.join(old[:4])}"
-                               f"{', ...' if len(old) > 4 else ''}): pass --resume "
-                               f"{os.path.join(folder, 'last.pt')} to continue it, --overwrite to "
-                               f"move it aside and start afresh, or choose another --out")
+                raise RunError(_holds_run_message(folder, old, resume))
             aside = os.path.join(folder, "replaced-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
             os.makedirs(aside, exist_ok=True)
             for name in old:
@@ -243,6 +240,23 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
             signal.signal(signal.SIGTERM, old_term)
         lock.release()
         _remove_empty(folder, made)  # a run refused before it wrote anything leaves no folder
+
+
+def _continues(folder: str, resume: Optional[str]) -> bool:
+    """Whether ``--resume`` continues the run of ``folder`` (its checkpoint lies there)."""
+    return bool(resume) and os.path.dirname(os.path.abspath(resume)) == os.path.abspath(folder)
+
+
+def _holds_run_message(folder: str, old: List[str], resume: Optional[str]) -> str:
+    """The refusal of a folder that holds another run: what to pass, only what exists."""
+    files = ", ".join(old[:4]) + (", ..." if len(old) > 4 else "")
+    if resume:
+        return (f"{folder} already holds another run ({files}) and --resume {resume} is not "
+                f"its checkpoint: pass --overwrite to move that run aside, or choose another --out")
+    last = os.path.join(folder, "last.pt")
+    cont = f"pass --resume {last} to continue it, " if os.path.exists(last) else ""
+    return (f"{folder} already holds a run ({files}): {cont}--overwrite to move it aside and "
+            f"start afresh, or choose another --out")
 
 
 def run_folder(args):

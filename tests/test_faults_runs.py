@@ -376,3 +376,42 @@ def test_stale_lock_taken_over_by_many_processes_at_once_has_one_holder(tmp_path
     lock = RunLock(str(folder)).acquire()
     assert "stale lock" in capfd.readouterr().err
     lock.release()
+
+
+def test_resume_from_another_folder_into_a_run_is_refused_unless_overwrite(data, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _pretrain(data, a, "--steps", "1") == 0
+    assert _pretrain(data, b, "--steps", "2", "--lr", "1e-3") == 0
+    before = {n: (b / n).read_bytes() for n in ("last.pt", "log.jsonl")}
+    argv = ["pretrain", "--data", str(data), "--out", str(b), *TINY, "--steps", "2",
+            "--resume", str(a / "last.pt")]
+    _fails(capsys, argv, "already holds another run", "--overwrite")
+    assert {n: (b / n).read_bytes() for n in before} == before  # B untouched
+    assert cli.main(argv + ["--overwrite"]) == 0  # B moved aside, A continued in b
+    aside = [p for p in b.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and {n: (aside[0] / n).read_bytes() for n in before} == before
+    assert [json.loads(x)["step"] for x in (b / "log.jsonl").read_text().splitlines()] == [1]
+    assert load_checkpoint(str(b / "last.pt"))[1]["step"] == 2
+
+
+def test_divergence_advice_before_any_checkpoint_is_what_the_next_run_accepts(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    line = _fails(capsys, ["pretrain", "--data", str(data), "--out", str(out), *TINY, "--steps", "6",
+                           "--lr", "1e6", "--ckpt-every", "100"], "no good checkpoint", "--overwrite")
+    assert not (out / "last.pt").exists() and (out / "log.jsonl").exists()
+    # without the advised --overwrite: the refusal names no --resume of a file that is not there
+    refused = _fails(capsys, ["pretrain", "--data", str(data), "--out", str(out), *TINY, "--steps", "1"],
+                     "already holds a run", "--overwrite")
+    assert "--resume" not in refused, refused
+    assert "--lr" in line and _pretrain(data, out, "--steps", "1", "--lr", "1e-3", "--overwrite") == 0
+
+
+def test_resume_with_steps_at_or_below_the_checkpoint_is_an_error(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _pretrain(data, out, "--steps", "2") == 0
+    before = (out / "log.jsonl").read_text()
+    for steps in ("1", "2"):
+        _fails(capsys, ["pretrain", "--data", str(data), "--out", str(out), *TINY, "--steps", steps,
+                        "--resume", str(out / "last.pt")], "at step 2", f"--steps {steps}",
+               "nothing to run")
+    assert (out / "log.jsonl").read_text() == before
