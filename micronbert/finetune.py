@@ -97,7 +97,7 @@ class Recognizer(nn.Module):
     def from_checkpoint(cls, path: str, backend: str = "auto", map_location="cpu"):
         """A fold's model written by ``--save-models``: (Recognizer, the checkpoint dict)."""
         from .checkpoint import load_checkpoint
-        model, ck = load_checkpoint(path, map_location=map_location, backend=backend)
+        model, ck = load_checkpoint(path, map_location=map_location, backend=backend, fold=True)
         rec = cls(model, len(ck["classes"]))
         rec.head.load_state_dict(ck["head"])
         rec.norm.load_state_dict(ck["norm"])
