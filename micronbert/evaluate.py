@@ -7,9 +7,9 @@ write ``loso.json`` through ``write_loso`` here.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
-import re
 import sys
 import zlib
 from typing import Dict, List, Optional
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.io import DataError, read_frames, resize_u8
+from .names import safe_name  # noqa: F401 (public name; fold files use names.unique_names)
 
 
 def metrics(y_true, y_pred, n_classes: int) -> Dict[str, float]:
@@ -108,11 +109,6 @@ def loso_splits(subjects, labels, n_classes: int):
 def fold_seed(seed: int, subject: str) -> int:
     """A per-fold seed from the run's seed and the held-out subject (the same in every process)."""
     return (seed * 1_000_003 + zlib.crc32(subject.encode())) % (2 ** 63)
-
-
-def safe_name(subject: str) -> str:
-    """A subject id as a file name part (composite ids carry a '/')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", subject)
 
 
 # ------------------------------------------------------------------ the probe
@@ -271,10 +267,11 @@ def write_loso(out_dir, table, y, classes, methods: Dict[str, torch.Tensor], spl
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "loso.json"), "w") as f:
         json.dump(res, f, indent=2)
-    with open(os.path.join(out_dir, "folds.csv"), "w") as f:
-        f.write("subject,n,accuracy,uf1,uar\n")
-        for r in model["per_fold"]:
-            f.write(f"{r['subject']},{r['n']},{r['accuracy']:.4f},{r['uf1']:.4f},{r['uar']:.4f}\n")
+    with open(os.path.join(out_dir, "folds.csv"), "w", newline="") as f:  # csv: quoted subjects
+        w = csv.writer(f)
+        w.writerow(["subject", "n", "accuracy", "uf1", "uar"])
+        w.writerows([r["subject"], r["n"]] + [f"{r[k]:.4f}" for k in ("accuracy", "uf1", "uar")]
+                    for r in model["per_fold"])
     p = methods["model"].numpy()
     save_confusion(os.path.join(out_dir, "confusion.png"), confusion(y[p >= 0], p[p >= 0], n), classes,
                    title=f"LOSO ({mode}): acc {res['accuracy']:.3f}, UF1 {res['uf1']:.3f}, UAR {res['uar']:.3f}")

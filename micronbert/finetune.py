@@ -36,8 +36,9 @@ import torch.nn.functional as F
 
 from .augment import PairAugment, pair_augment
 from .evaluate import (_device, class_weights, evaluate, feature_baselines, fold_seed, labelled,
-                       loso_splits, metrics, onset_apex_frames, pair_features, safe_name,
-                       untrained_like, write_loso)
+                       loso_splits, metrics, onset_apex_frames, pair_features, untrained_like,
+                       write_loso)
+from .names import unique_names, write_names
 from .train import NonFiniteLoss, cosine_lr, dist_info
 
 
@@ -252,6 +253,9 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
         nets["untrained"] = untrained_like(model, cfg.seed)
     jobs = [(k, i) for k in nets for i in range(len(splits))]
     os.makedirs(out_dir, exist_ok=True)
+    names = unique_names(sp["subject"] for sp in splits)  # fold_<name>.*: one file per subject
+    if rank == 0:
+        write_names(os.path.join(out_dir, "fold_names.json"), names, "fold_<name>.* file -> subject")
     mine = {}
     for j, (kind, i) in enumerate(jobs):
         if j % world != rank:
@@ -260,7 +264,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
         subject, train, test = sp["subject"], torch.from_numpy(sp["train"]), torch.from_numpy(sp["test"])
         logdir = out_dir if kind == "model" else os.path.join(out_dir, kind)
         os.makedirs(logdir, exist_ok=True)
-        log_path = os.path.join(logdir, f"fold_{safe_name(subject)}.jsonl")
+        log_path = os.path.join(logdir, f"fold_{names[subject]}.jsonl")
         tag = f"{kind} fold {i + 1}/{len(splits)} {subject}"
         rec = train_fold(nets[kind], onset[train], apex[train], y[train], table[sp["train"]], n, cfg,
                          device, log_path, subject, tag, progress)
@@ -273,7 +277,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
                   f"UAR {fold['uar']:.3f} ({fold['n']} clips)", file=sys.stderr, flush=True)
         if save_models and kind == "model":
             from .checkpoint import save_checkpoint
-            save_checkpoint(os.path.join(out_dir, f"fold_{safe_name(subject)}.pt"), rec.model,
+            save_checkpoint(os.path.join(out_dir, f"fold_{names[subject]}.pt"), rec.model,
                             head=rec.head.state_dict(), norm=rec.norm.state_dict(), classes=list(classes),
                             subject=subject, finetune=_cfg_dict(cfg))
         mine[(kind, i)] = pred

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .data.io import VIDEO_EXTS, DataError, count_frames, list_frames, read_image, resize_u8
+from .names import unique_names, write_names
 
 KINDS = ("micro", "macro")
 
@@ -691,8 +692,10 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
         lp, chosen = fit_p_loso(curves[n], gt, subjects, next(iter(params_of.values())))
         loso[n] = dict(megc_counts(lp, {v: gt.get(v, []) for v in curves[n]}), p_per_subject=chosen)
         results[n] = pv
+    vnames = unique_names(params_of)  # videos/<name>/: safe, one folder per video
+    write_names(os.path.join(out, "videos", "names.json"), vnames, "videos/<name>/ folder -> video")
     for j, v in enumerate(sorted(params_of)):
-        d = os.path.join(out, "videos", v)
+        d = os.path.join(out, "videos", vnames[v])
         for n in scorers:
             write_intervals(d, results[n][v], params_of[v].fps,
                             "intervals" if n == list(scorers)[0] else f"intervals_{n}")

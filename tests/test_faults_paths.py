@@ -94,3 +94,48 @@ def test_fractional_subject_is_a_row_error_not_another_subject(tmp_path):
     root = _casme2(tmp_path, [[1, "EP01", 1, 3, 6, "happiness"], [1.5, "EP01", 1, 3, 6, "surprise"]])
     t = _refused(root, r"row 3: subject 1.5 is not a subject number")
     assert list(t.subject) == ["sub01"]
+
+
+# ------------------------------------------------------------------ names written from data
+def test_unique_names_are_safe_distinct_and_stable():
+    from micronbert.names import unique_names
+    ids = ["sp 1", "sp_1", "sub01", "casme2/sub01", "A", "a", "..", "", "../../etc/x", "a,b"]
+    names = unique_names(ids)
+    assert names["sp_1"] == "sp_1" and names["sub01"] == "sub01"  # safe ids keep their name
+    assert names["sp 1"].startswith("sp_1-") and names["casme2/sub01"].startswith("casme2_sub01-")
+    assert len({n.lower() for n in names.values()}) == len(ids)  # unique, case ignored
+    for n in names.values():
+        assert n and not n.startswith(".") and all(c.isalnum() or c in "._-" for c in n), n
+    assert unique_names(reversed(ids)) == names  # order does not matter
+    assert unique_names(["sp 1"])["sp 1"] == names["sp 1"]  # nor which other ids exist
+
+
+def test_fold_files_of_colliding_subjects_stay_apart_and_folds_csv_is_quoted(tmp_path, monkeypatch):
+    import micronbert.finetune as ft
+    from micronbert import create_model
+    from micronbert.checkpoint import read_checkpoint
+    from micronbert.data.synthetic import write_synthetic_dataset
+    root = write_synthetic_dataset(str(tmp_path / "d"), n_subjects=3, clips_per_class=1, progress=False)
+    table = load_annotations("synthetic", root)
+    subjects = {"sub01": "sp 1", "sub02": "sp_1", "sub03": "a,b"}
+    table["subject"] = table["subject"].map(subjects)
+
+    def no_training(model, onset, apex, y, train_table, n, cfg, device, log_path, *a):
+        open(log_path, "w").close()
+        return ft.Recognizer(model, n)
+    monkeypatch.setattr(ft, "train_fold", no_training)
+    out = tmp_path / "out"
+    ft.finetune(create_model("micronbert_tiny", backend="torch"), table, str(out),
+                table.attrs["classes"], device="cpu", epochs=1, batch=4, baselines=False,
+                save_models=True, progress=False)
+    saved = sorted(read_checkpoint(str(p))["subject"] for p in out.glob("fold_*.pt"))
+    assert saved == sorted(subjects.values())  # one model per subject, none overwritten
+    with open(out / "folds.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["subject", "n", "accuracy", "uf1", "uar"] and all(len(r) == 5 for r in rows)
+    assert sorted(r[0] for r in rows[1:]) == sorted(subjects.values())
+    files = json.loads((out / "fold_names.json").read_text())["files"]  # file -> subject
+    for name, subject in files.items():
+        assert read_checkpoint(str(out / f"fold_{name}.pt"))["subject"] == subject
+        assert (out / f"fold_{name}.jsonl").exists()
+    assert sorted(files.values()) == sorted(subjects.values())
