@@ -598,9 +598,8 @@ def load_casme2_long(root: str, on_error: str = "raise"):
         if not hits:
             raise DataError(f"no folder {rawpic}/s{n}/{n}_{code:04d}*")
         if hits[0] not in entries:
-            inside(root, hits[0], f"video folder {os.path.basename(hits[0])}")
-            entries[hits[0]] = _long_video_entry(f"s{n}", os.path.basename(hits[0]), hits[0],
-                                                 CASME2_LONG_FPS)
+            entries[hits[0]] = _long_video_entry(f"s{n}", os.path.basename(hits[0]), inside(
+                root, hits[0], f"video folder {os.path.basename(hits[0])}"), CASME2_LONG_FPS)
         return entries[hits[0]]
 
     def make(r):
