@@ -40,8 +40,20 @@ def _torch_load(path, map_location):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a loadable checkpoint (torch.load with "
-                              f"weights_only=True failed: {type(e).__name__}: {e})") from e
+        raise CheckpointError(_load_failure(path, e)) from e
+
+
+def _load_failure(path, e: Exception) -> str:
+    """One short line for a file torch.load refused: ours, never torch's advice."""
+    msg = str(e)
+    name = re.search(r"Unsupported global: (?:GLOBAL )?([\w.]+)", msg)
+    if name:
+        return (f"{path}: refused: it holds pickled Python objects ({name.group(1)}), not only "
+                f"tensors, and loading them could run code; this loader reads tensor-only files")
+    why = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", msg)
+    first = why.group(1) if why else (msg.strip().splitlines() or [""])[0]
+    first = first if len(first) <= 120 else first[:117] + "..."
+    return f"{path} is not a loadable checkpoint ({type(e).__name__}: {first})"
 
 
 def _strip_module(sd: Dict[str, Any]) -> Dict[str, Any]:
@@ -119,7 +131,7 @@ def _official_model(ckpt, path, backend="auto", **overrides) -> MicronBERT:
     args = ckpt.get("args")
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     sd = _strip_module(ckpt["model"])
-    model = MicronBERT(official_config(sd, args, path, **overrides), backend=backend)
+    cfg = official_config(sd, args, path, **overrides)
     mapped = {}
     for k, v in sd.items():
         if k.startswith("student.backbone."):  # the same module as backbone.* in their code
@@ -130,29 +142,70 @@ def _official_model(ckpt, path, backend="auto", **overrides) -> MicronBERT:
         if k.startswith("student.head."):
             k = "dino_head." + k[len("student.head."):]
         mapped[k] = v
+    check_before_build(cfg, mapped, path)
+    model = MicronBERT(cfg, backend=backend)
     load_state_dict_strict(model, mapped, path)
     model.official_args = args
     return model.eval()
 
 
+def _listed(keys, most: int = 6) -> str:
+    """``['a', 'b', ... N more]``: a key list that stays one short line."""
+    keys = list(keys)
+    more = f", ... {len(keys) - most} more" if len(keys) > most else ""
+    return repr(keys[:most])[:-1] + more + "]"
+
+
+def _key_problems(own: Dict[str, tuple], sd: Dict[str, Any]) -> list:
+    """What keeps ``sd`` from loading into a model whose state shapes are ``own``."""
+    shape = lambda v: tuple(v.shape) if torch.is_tensor(v) else type(v).__name__  # noqa: E731
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [f"{k}: file {shape(sd[k])} vs model {own[k]}"
+              for k in sorted(set(sd) & set(own)) if shape(sd[k]) != own[k]]
+    return ([f"missing keys {_listed(missing)}"] if missing else []) + \
+        ([f"unexpected keys {_listed(unexpected)}"] if unexpected else []) + \
+        ([f"mis-shaped keys {_listed(shapes, 3)}"] if shapes else [])
+
+
 def load_state_dict_strict(model, sd, path="checkpoint"):
     """load_state_dict that names every missing, unexpected and mis-shaped key, and never
     leaves a partial load behind (nothing is copied unless everything matches)."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(sd) & set(own)) if tuple(sd[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if shapes:
-        problems.append(f"mis-shaped keys {shapes}")
+    problems = _key_problems({k: tuple(v.shape) for k, v in model.state_dict().items()}, sd)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
     model.load_state_dict(sd, strict=True)
+
+
+# bounds on a file's config, checked before anything is built from it: far above any real
+# μ-BERT, far below what a hostile file could ask for
+_LIMITS = {"img_size": 4096, "patch_size": 512, "in_chans": 64, "embed_dim": 8192, "depth": 128,
+           "num_heads": 256, "decoder_embed_dim": 8192, "decoder_depth": 128,
+           "decoder_num_heads": 256, "dma_heads": 256, "dino_out_dim": 1 << 18,
+           "dino_hidden_dim": 16384, "dino_bottleneck_dim": 8192, "mlp_ratio": 16}
+_MAX_POS_EMBED = 1 << 24  # (patches + 1) x width: the sin-cos table is computed, not loaded
+
+
+def check_before_build(cfg: MicronBERTConfig, sd: Dict[str, Any], path="checkpoint") -> None:
+    """Refuse a config out of ``_LIMITS`` and a state dict whose keys or shapes differ from
+    the ones ``cfg`` implies (found on the ``meta`` device: nothing is allocated), so that a
+    small file cannot make a large model be built before its tensors are checked."""
+    for name, most in _LIMITS.items():
+        vals = getattr(cfg, name)
+        for v in vals if isinstance(vals, tuple) else (vals,):
+            if v > most:
+                raise CheckpointError(f"{path}: its config says {name} {v}, above the bound "
+                                      f"{most}: refused before building the model (damaged file?)")
+    width = max(cfg.embed_dim, cfg.decoder_embed_dim if cfg.has_decoder else 0)
+    if (cfg.num_patches + 1) * width > _MAX_POS_EMBED:
+        raise CheckpointError(f"{path}: its config asks for {cfg.num_patches} patches of width "
+                              f"{width}, above the bound {_MAX_POS_EMBED} elements: refused")
+    with torch.device("meta"):
+        own = {k: tuple(v.shape) for k, v in MicronBERT(cfg, backend="reference").state_dict().items()}
+    problems = _key_problems(own, sd)
+    if problems:
+        raise CheckpointError(f"{path}: its tensors do not match its config, refused before "
+                              f"building the model: " + "; ".join(problems))
 
 
 # ------------------------------------------------------------------ our own
@@ -204,10 +257,22 @@ def config_from_dict(conf: Dict[str, Any], path="checkpoint") -> MicronBERTConfi
 
 
 def load_checkpoint(path, map_location="cpu", model: Optional[MicronBERT] = None,
-                    backend: str = "auto"):
+                    backend: str = "auto", fold: bool = False):
     """Read one of our checkpoints; returns (model, the whole dict). The model is built on
-    ``backend`` unless ``model`` is given (its weights are then loaded into it)."""
-    return _our_model(read_checkpoint(path, map_location), path, model, backend)
+    ``backend`` unless ``model`` is given (its weights are then loaded into it). ``fold``:
+    the file must be a fine-tuned fold model (``finetune --save-models``)."""
+    ckpt = read_checkpoint(path, map_location)
+    if fold:
+        _check_fold(ckpt, path)
+    return _our_model(ckpt, path, model, backend)
+
+
+def _check_fold(ckpt, path):
+    missing = [k for k in ("classes", "head", "norm") if k not in ckpt]
+    if missing or not isinstance(ckpt["classes"], (list, tuple)) or not ckpt["classes"]:
+        raise CheckpointError(f"{path}: not a fine-tuned fold model (no {', '.join(missing) or 'classes'}; "
+                              f"a pre-training checkpoint?): `finetune --save-models` writes fold "
+                              f"models; give a pre-training one to finetune/evaluate --checkpoint")
 
 
 def read_checkpoint(path, map_location="cpu") -> Dict[str, Any]:
@@ -239,7 +304,9 @@ def _check_ours(ckpt, path):
 def _our_model(ckpt, path, model=None, backend="auto"):
     _check_ours(ckpt, path)
     if model is None:
-        model = MicronBERT(config_from_dict(ckpt["config"], path), backend=backend)
+        cfg = config_from_dict(ckpt["config"], path)
+        check_before_build(cfg, ckpt["model"], path)
+        model = MicronBERT(cfg, backend=backend)
     load_state_dict_strict(getattr(model, "module", model), ckpt["model"], path)
     return model, ckpt
 

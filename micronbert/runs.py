@@ -3,9 +3,9 @@
 - ``check_writable``: an output folder is made and probed at the start of every command,
   so a read-only folder fails at once, not at the first checkpoint or after the work.
 - ``claim_run_folder``: what ``micronbert pretrain`` does before it trains: takes the
-  folder's lock (``OUT/.lock``, created with O_EXCL, the pid inside, removed at exit; a
-  lock of a pid that no longer runs is reported and replaced), refuses a folder that
-  already holds a run unless ``--resume`` or ``--overwrite`` is given (``--overwrite``
+  folder's lock (``runlock.RunLock``: ``OUT/.lock``, flock'ed, taken over atomically from
+  a run that ended), refuses a folder that already holds another run unless ``--resume``
+  names its own checkpoint or ``--overwrite`` is given (``--overwrite``
   moves the old run's files aside into ``OUT/replaced-<UTC time>/``; nothing is deleted),
   and removes the ``.tmp-*.pt`` files of a save that was killed.
 - ``truncate_log``: on resume, ``log.jsonl`` keeps the steps before the resumed one only.
@@ -23,15 +23,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from typing import Dict, List, Optional
 
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked: the message names it and what to do."""
+from .runlock import LOCK, RunError, RunLock, _pid_alive  # noqa: F401 (public names)
 
 
 class UsageError(ValueError):
@@ -39,7 +36,6 @@ class UsageError(ValueError):
 
 
 RUN_FILES = ("last.pt", "pending.pt", "log.jsonl", "tb", "step-*.pt")
-LOCK = ".lock"
 
 
 # ------------------------------------------------------------------ folders
@@ -97,68 +93,6 @@ def remove_stale_tmp(folder: str) -> List[str]:
     return stale
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-class RunLock:
-    """``OUT/.lock``, created with O_EXCL: one run at a time writes a folder.
-
-    The file holds ``{"pid", "host", "started"}``. A lock of this host whose pid no longer
-    runs is stale: it is reported on stderr and replaced. ``release`` removes it (only if it
-    is still ours).
-    """
-
-    def __init__(self, folder: str):
-        self.path = os.path.join(folder, LOCK)
-        self.held = False
-
-    def acquire(self) -> "RunLock":
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                other = self._read()
-                pid, host = other.get("pid"), other.get("host")
-                if host not in (None, me["host"]) or (isinstance(pid, int) and _pid_alive(pid)):
-                    where = f"pid {pid}" + (f" on {host}" if host != me["host"] else "")
-                    raise RunError(f"{os.path.dirname(self.path)} is in use by another run ({where}, "
-                                   f"lock {self.path}); wait for it to end, choose another --out, or "
-                                   f"delete the lock if that run is gone")
-                print(f"micronbert: removing the stale lock {self.path} of pid {pid} "
-                      f"(not running)", file=sys.stderr)
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.path)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
-        raise RunError(f"{self.path}: could not take the lock (another run keeps taking it)")
-
-    def _read(self) -> dict:
-        try:
-            with open(self.path) as f:
-                d = json.load(f)
-            return d if isinstance(d, dict) else {}
-        except (OSError, ValueError):
-            return {}  # unreadable or half-written: treated as stale
-
-    def release(self):
-        if self.held and self._read().get("pid") == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path)
-        self.held = False
-
-
 def _raise_on_sigterm(signum, frame):  # so that `finally` blocks run: the lock, temp files
     raise SystemExit(128 + signum)
 
@@ -188,12 +122,9 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm)
         old = holds_run(folder)
-        if old and not resume:
+        if old and not _continues(folder, resume):
             if not overwrite:
-                raise RunError(f"{folder} already holds a run ({', '.join(old[:4])}"
-                               f"{', ...' if len(old) > 4 else ''}): pass --resume "
-                               f"{os.path.join(folder, 'last.pt')} to continue it, --overwrite to "
-                               f"move it aside and start afresh, or choose another --out")
+                raise RunError(_holds_run_message(folder, old, resume))
             aside = os.path.join(folder, "replaced-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
             os.makedirs(aside, exist_ok=True)
             for name in old:
@@ -210,6 +141,23 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
             signal.signal(signal.SIGTERM, old_term)
         lock.release()
         _remove_empty(folder, made)  # a run refused before it wrote anything leaves no folder
+
+
+def _continues(folder: str, resume: Optional[str]) -> bool:
+    """Whether ``--resume`` continues the run of ``folder`` (its checkpoint lies there)."""
+    return bool(resume) and os.path.dirname(os.path.abspath(resume)) == os.path.abspath(folder)
+
+
+def _holds_run_message(folder: str, old: List[str], resume: Optional[str]) -> str:
+    """The refusal of a folder that holds another run: what to pass, only what exists."""
+    files = ", ".join(old[:4]) + (", ..." if len(old) > 4 else "")
+    if resume:
+        return (f"{folder} already holds another run ({files}) and --resume {resume} is not "
+                f"its checkpoint: pass --overwrite to move that run aside, or choose another --out")
+    last = os.path.join(folder, "last.pt")
+    cont = f"pass --resume {last} to continue it, " if os.path.exists(last) else ""
+    return (f"{folder} already holds a run ({files}): {cont}--overwrite to move it aside and "
+            f"start afresh, or choose another --out")
 
 
 def run_folder(args):

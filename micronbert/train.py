@@ -145,6 +145,9 @@ def check_resume(ck: dict, model, tc: TrainConfig, loader, path: str,
     diff = [f"model.{d}" for d in settings_diff(config_from_dict(ck["config"], path).to_dict(),
                                                 m.config.to_dict())]
     saved = ck.get("run") or {"steps": ck.get("steps")}
+    if isinstance(ck.get("step"), int) and ck["step"] >= tc.steps:
+        raise ValueError(f"{path} is at step {ck['step']}, and --steps {tc.steps} leaves nothing "
+                         f"to run: pass --steps above {ck['step']} to train on")
     now = run_settings(tc, loader)
     diff += settings_diff(saved, now, free=FREE)
     if saved.get("steps") not in (None, tc.steps) and dist_info()[0] == 0:
@@ -237,7 +240,8 @@ def train_step(run: Run, step: int) -> dict:
 
 def _last_good(run: Run) -> str:
     if not os.path.exists(run.ckpt_path):
-        return "no good checkpoint was written: start again with a lower --lr"
+        return ("no good checkpoint was written: start again with a lower --lr and --overwrite "
+                f"(which moves this run's {os.path.join(run.out_dir, 'log.jsonl')} aside)")
     at = f" (after step {run.good_step})" if run.good_step is not None else ""
     return (f"the last good checkpoint is {run.ckpt_path}{at}: resume from it with a lower "
             f"--lr (and --allow-config-change)")

@@ -105,7 +105,7 @@ class Payload:
 
 def test_arbitrary_pickled_code_is_refused(tmp_path, capsys):
     torch.save({"model": {}, "args": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="could run code"):
         load_official_checkpoint(str(tmp_path / "evil.pth"))
     assert "never run" not in capsys.readouterr().out
 
@@ -125,3 +125,72 @@ def test_our_checkpoints_round_trip_atomically(tmp_path, kw):
     with pytest.raises(CheckpointError, match="load_official_checkpoint"):
         A.save_authors_checkpoint(tmp_path / "a.pth", A.make_authors_state_dict(dino=False), True)
         load_checkpoint(str(tmp_path / "a.pth"))
+
+
+# ------------------------------------------------------------------ issue 24: checked before built
+@pytest.fixture
+def no_real_build(monkeypatch):
+    """MicronBERT may be built on the meta device only (a build elsewhere fails the test)."""
+    import micronbert.checkpoint as C
+    real = C.MicronBERT
+
+    def guarded(cfg, backend="auto"):
+        if torch.empty(0).device.type != "meta":
+            raise AssertionError(f"a model (embed_dim {cfg.embed_dim}, depth {cfg.depth}) was "
+                                 f"built before the file's tensors were checked")
+        return real(cfg, backend=backend)
+    monkeypatch.setattr(C, "MicronBERT", guarded)
+
+
+def _small_file_big_config(path, **conf):
+    cfg = create_model("micronbert_tiny").config.to_dict() | conf
+    torch.save({"format": "micronbert-fused/1", "config": cfg,
+                "model": {"backbone.cls_token": torch.zeros(1, 1, 8)}}, path)
+    return str(path)
+
+
+def test_small_file_with_a_large_config_is_refused_before_building(tmp_path, no_real_build):
+    from micronbert.checkpoint import load_model
+    path = _small_file_big_config(tmp_path / "small.pt", embed_dim=2048, depth=8,
+                                  decoder_embed_dim=2048)
+    assert (tmp_path / "small.pt").stat().st_size < 4096
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=r"do not match its config.*missing keys") as e:
+            load(path)
+        assert "\n" not in str(e.value) and len(str(e.value)) < 600
+    huge = _small_file_big_config(tmp_path / "huge.pt", depth=10 ** 6)
+    with pytest.raises(CheckpointError, match=r"depth 1000000, above the bound"):
+        load_checkpoint(huge)
+    wide = _small_file_big_config(tmp_path / "wide.pt", img_size=4000, patch_size=8)
+    with pytest.raises(CheckpointError, match=r"patches of width"):
+        load_checkpoint(wide)
+    # the authors' format: config from the shapes, the same check before the build
+    sd = A.make_authors_state_dict(dino=False)
+    sd["backbone.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
+    A.save_authors_checkpoint(tmp_path / "a.pth", sd, True)
+    with pytest.raises(CheckpointError, match=r"mis-shaped keys.*blocks.0.attn.qkv.weight"):
+        load_official_checkpoint(str(tmp_path / "a.pth"))
+
+
+def test_good_checkpoints_still_load_after_the_meta_check(tmp_path):
+    m = create_model("micronbert_tiny")
+    save_checkpoint(str(tmp_path / "m.pt"), m)
+    m2, _ = load_checkpoint(str(tmp_path / "m.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    assert all(p.device.type == "cpu" for p in m2.parameters())
+
+
+def test_recognizer_from_a_pretraining_checkpoint_is_a_clear_error(tmp_path):
+    from micronbert.finetune import Recognizer
+    save_checkpoint(str(tmp_path / "pre.pt"), create_model("micronbert_tiny"), step=3)
+    with pytest.raises(CheckpointError, match=r"pre.pt: not a fine-tuned fold model.*--save-models"):
+        Recognizer.from_checkpoint(str(tmp_path / "pre.pt"))
+
+
+def test_refusal_of_pickled_code_is_short_and_gives_no_unsafe_advice(tmp_path):
+    torch.save({"model": {}, "args": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(str(tmp_path / "evil.pth"))
+    msg = str(e.value)
+    assert "could run code" in msg and "(print)" in msg and len(msg) < 250 and "\n" not in msg
+    assert "weights_only=False" not in msg and "False" not in msg and "trust" not in msg

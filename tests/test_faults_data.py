@@ -220,7 +220,7 @@ def test_every_sheet_repair_and_dropped_row_is_counted_and_named(tmp_path):
 # ---------------------------------------------------------------- 4. silently wrong, now loud
 def test_missing_emotion_is_not_a_class_nan(tmp_path):
     root = _casme2(tmp_path, [[1, "EP01", 1, 3, 6, "happiness"], [1, "EP01", 1, 3, 6, None],
-                              [1, "EP01", 1, 3, 6, "surprise"]])
+                              [1, "EP01", 1, 3, 7, "surprise"]])  # other frames: not a duplicate
     with pytest.raises(DataError, match="row 3: no emotion"):
         load_annotations("casme2", root, "own")
     t = load_annotations("casme2", root, "own", on_error="skip")
@@ -253,7 +253,7 @@ def test_header_only_sheet_is_a_clear_error(tmp_path):
 
 
 def test_class_map_that_drops_every_row_names_itself_and_the_emotions(tmp_path):
-    root = _casme2(tmp_path, [[1, "EP01", 1, 3, 6, "fear"], [1, "EP01", 1, 3, 6, "sadness"]])
+    root = _casme2(tmp_path, [[1, "EP01", 1, 3, 6, "fear"], [1, "EP01", 1, 3, 7, "sadness"]])
     with pytest.raises(DataError, match=r"class map 'casme2_5' keeps none.*\['fear', 'sadness'\]"):
         load_annotations("casme2", root)
     assert load_annotations("casme2", root, "megc2019_3").label.tolist() == [0, 0]
@@ -394,9 +394,10 @@ def test_property_random_damage_ends_in_a_named_error_or_a_counted_skip(tmp_path
             outcomes["error"] += 1
             continue
         outcomes["ok"] += 1
-        if n_rows is not None:  # every row is in the table or counted as skipped
+        if n_rows is not None:  # every row is in the table or counted as skipped or repeated
             rep = got.attrs["report"]
-            assert len(got) + rep.counts.get("skipped row", 0) == n_rows, (i, kind, rep)
+            assert len(got) + rep.counts.get("skipped row", 0) + rep.counts.get(
+                "dropped duplicate row", 0) == n_rows, (i, kind, rep)
             assert (got.label.notna().sum() + rep.counts.get("dropped row (not in the class map)", 0)
                     == len(got)), (i, kind, rep)
             assert "nan" not in set(got.emotion)

@@ -326,3 +326,92 @@ def test_visualize_takes_image_files_and_refuses_fps_0(data, tmp_path, capsys):
         _fails(capsys, ["visualize", "--checkpoint", str(ck), "--clip", str(frames[0].parent),
                         "--fps", fps, "--out", str(tmp_path / "w")], f"--fps {fps}", code=2)
     assert not (tmp_path / "w" / "motion_maps.mp4").exists()
+
+
+# ------------------------------------------------------------------ issue 24: the lock, resume
+def _race_for_the_lock(folder, start, attempted, wins):
+    """One contender: take the lock at ``start``, hold it until every contender has tried."""
+    from micronbert.runs import RunError
+    start.wait()
+    lock = None
+    try:
+        lock = RunLock(folder).acquire()
+        with wins.get_lock():
+            wins.value += 1
+    except RunError:
+        pass
+    attempted.wait()
+    if lock is not None:
+        lock.release()
+
+
+def test_stale_lock_taken_over_by_many_processes_at_once_has_one_holder(tmp_path, capfd):
+    import multiprocessing as mp
+    ctx, n, rounds = mp.get_context("fork"), 8, 40
+    for r in range(rounds):
+        folder = tmp_path / f"r{r}"
+        folder.mkdir()  # a stale lock as kill -9 leaves it (older format: no flock field)
+        (folder / ".lock").write_text(json.dumps({"pid": 2 ** 31 - 1, "host": os.uname().nodename}))
+        start, attempted, wins = ctx.Barrier(n), ctx.Barrier(n), ctx.Value("i", 0)
+        procs = [ctx.Process(target=_race_for_the_lock, args=(str(folder), start, attempted, wins))
+                 for _ in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0] * n
+        assert wins.value == 1, f"round {r}: {wins.value} processes held the lock at once"
+        assert not (folder / ".lock").exists()  # the holder removed it
+    # a holder killed with -9 leaves its file, yet the kernel released the flock: taken over
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from micronbert.runs import "
+                              "RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); "
+                              "time.sleep(60)", str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match=f"in use by another run \\(pid {child.pid}"):
+        RunLock(str(folder)).acquire()
+    child.kill()
+    child.wait()
+    lock = RunLock(str(folder)).acquire()
+    assert "stale lock" in capfd.readouterr().err
+    lock.release()
+
+
+def test_resume_from_another_folder_into_a_run_is_refused_unless_overwrite(data, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _pretrain(data, a, "--steps", "1") == 0
+    assert _pretrain(data, b, "--steps", "2", "--lr", "1e-3") == 0
+    before = {n: (b / n).read_bytes() for n in ("last.pt", "log.jsonl")}
+    argv = ["pretrain", "--data", str(data), "--out", str(b), *TINY, "--steps", "2",
+            "--resume", str(a / "last.pt")]
+    _fails(capsys, argv, "already holds another run", "--overwrite")
+    assert {n: (b / n).read_bytes() for n in before} == before  # B untouched
+    assert cli.main(argv + ["--overwrite"]) == 0  # B moved aside, A continued in b
+    aside = [p for p in b.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and {n: (aside[0] / n).read_bytes() for n in before} == before
+    assert [json.loads(x)["step"] for x in (b / "log.jsonl").read_text().splitlines()] == [1]
+    assert load_checkpoint(str(b / "last.pt"))[1]["step"] == 2
+
+
+def test_divergence_advice_before_any_checkpoint_is_what_the_next_run_accepts(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    line = _fails(capsys, ["pretrain", "--data", str(data), "--out", str(out), *TINY, "--steps", "6",
+                           "--lr", "1e6", "--ckpt-every", "100"], "no good checkpoint", "--overwrite")
+    assert not (out / "last.pt").exists() and (out / "log.jsonl").exists()
+    # without the advised --overwrite: the refusal names no --resume of a file that is not there
+    refused = _fails(capsys, ["pretrain", "--data", str(data), "--out", str(out), *TINY, "--steps", "1"],
+                     "already holds a run", "--overwrite")
+    assert "--resume" not in refused, refused
+    assert "--lr" in line and _pretrain(data, out, "--steps", "1", "--lr", "1e-3", "--overwrite") == 0
+
+
+def test_resume_with_steps_at_or_below_the_checkpoint_is_an_error(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _pretrain(data, out, "--steps", "2") == 0
+    before = (out / "log.jsonl").read_text()
+    for steps in ("1", "2"):
+        _fails(capsys, ["pretrain", "--data", str(data), "--out", str(out), *TINY, "--steps", steps,
+                        "--resume", str(out / "last.pt")], "at step 2", f"--steps {steps}",
+               "nothing to run")
+    assert (out / "log.jsonl").read_text() == before

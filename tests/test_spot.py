@@ -196,6 +196,7 @@ def test_spot_cli_end_to_end(tmp_path):
     for v in ("001_1", "002_1"):
         for f in ("intervals.csv", "intervals.json", "intervals_mdmd_flow.csv", "score.png"):
             assert os.path.isfile(out / "videos" / v / f)
+    assert json.load(open(out / "videos" / "names.json"))["files"] == {"001_1": "001_1", "002_1": "002_1"}
     one = tmp_path / "one"
     assert main(["spot", "--video", str(data / "SAMM_longvideos" / "001_1"), "--fps", "12", "--out",
                  str(one), "--model", "micronbert_tiny", "--backend", "torch", "--method", "model",

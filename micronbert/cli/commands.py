@@ -101,7 +101,8 @@ def cmd_pretrain(args):
     import torch
 
     from ..data.loaders import pretrain_loader
-    from ..data.pairs import find_clips
+    from ..data.pairs import KEEP_ERRORS, find_clips
+    from ..data.report import DataReport
     from ..train import init_distributed, train
     rank, world = init_distributed()
     torch.manual_seed(args.seed)
@@ -116,8 +117,10 @@ def cmd_pretrain(args):
         model = model_from(args)
     if not args.no_memory_check:
         _check_memory(args, model, world)
-    loader = pretrain_loader(find_clips(args.data), model.config, rank=rank, world=world,
+    outside = DataReport(KEEP_ERRORS)  # symlinks leading out of --data: skipped, counted
+    loader = pretrain_loader(find_clips(args.data, outside), model.config, rank=rank, world=world,
                              **loader_flags(args))
+    loader.data_report.merge(outside)
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
                 ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,

@@ -12,6 +12,7 @@ import os
 from typing import Optional
 
 from .io import VIDEO_EXTS, DataError, count_frames, frame_number, list_frames
+from .paths import inside
 from .report import DataReport
 
 CASME2_5 = {"happiness": 0, "surprise": 1, "disgust": 2, "repression": 3, "others": 4}
@@ -98,9 +99,10 @@ def _text(x, what):
 
 def _subject(x, width):
     """A numeric subject cell -> zero-padded text ('sub01' style), else a DataError."""
-    n = _as_int(x)
-    if n is None or n < 0:
-        raise DataError(f"subject {x!r} is not a subject number")
+    rounded = []
+    n = _as_int(x, "subject", rounded)
+    if n is None or n < 0 or rounded:
+        raise DataError(f"subject {x!r} is not a subject number (a whole number >= 0)")
     return f"{n:0{width}d}"
 
 
@@ -157,20 +159,40 @@ def _clip_row(subject, clip, folder, onset, apex, offset, emotion):
                 emotion=emotion, fixes="; ".join(t for _, t in fixes), _fixes=fixes)
 
 
+def _duplicate_of(row, seen, name_key, rownum):
+    """The earlier row number ``row`` repeats (same subject, clip or video, frames and kind),
+    else None (``row`` is registered in ``seen``); a repeat with another emotion is a
+    DataError (which of the two is right cannot be told)."""
+    key = tuple(row.get(k) for k in ("subject", name_key, "path", "onset", "apex", "offset", "kind"))
+    emotion = str(row.get("emotion", "")).lower()
+    if key not in seen:
+        seen[key] = (rownum, emotion)
+        return None
+    first, earlier = seen[key]
+    if emotion != earlier:
+        raise DataError(f"the same {name_key} and frames as row {first} but emotion "
+                        f"{emotion!r}, not {earlier!r}")
+    return first
+
+
 def _read_rows(records, sheet, on_error, name_key):
     """Rows from (row number, thunk) records: "raise" stops at the first bad row naming it;
     "skip" drops it and lists it; skips and each row's ``_fixes`` (kind, text) are counted
     in a DataReport. Returns (rows, skipped, report); each row gets its sheet ``row``."""
     report = DataReport()
-    rows, skipped = [], []
+    rows, skipped, seen = [], [], {}
     for rownum, make in records:
         try:
             row = make()
+            first = _duplicate_of(row, seen, name_key, rownum)
         except DataError as e:
             if on_error == "raise":
                 raise DataError(f"{sheet} row {rownum}: {e} (--on-error skip drops such rows)") from e
             skipped.append(f"row {rownum}: {e}")
             report.add("skipped row", f"row {rownum}: {e}")
+            continue
+        if first is not None:  # the same row again: counted once
+            report.add("dropped duplicate row", f"row {rownum} ({row[name_key]}): repeats row {first}")
             continue
         for kind, text in row.pop("_fixes"):
             report.add(kind, f"row {rownum} ({row[name_key]}): {text}")
@@ -236,8 +258,8 @@ def load_casme2(root: str, class_map: str = "casme2_5", on_error: str = "raise")
     def make(r):
         subj, clip = "sub" + _subject(r["Subject"], 2), _text(r["Filename"], "file name")
         emo = _text(r["Estimated Emotion"], "emotion")
-        return _clip_row(subj, clip, clip_source(os.path.join(root, subj, clip)), r["OnsetFrame"],
-                         r["ApexFrame"], r["OffsetFrame"], emo)
+        src = inside(root, clip_source(os.path.join(root, subj, clip)), f"file name {clip!r}")
+        return _clip_row(subj, clip, src, r["OnsetFrame"], r["ApexFrame"], r["OffsetFrame"], emo)
     return _table([(n, lambda r=r: make(r)) for n, r in _rows(df, sheet, 2)], sheet, class_map, on_error)
 
 
@@ -252,8 +274,8 @@ def load_samm(root: str, class_map: str = "megc2019_3", on_error: str = "raise")
     def make(r):
         subj, clip = _subject(r["Subject"], 3), _text(r["Filename"], "file name")
         emo = _text(r["Estimated Emotion"], "emotion")
-        return _clip_row(subj, clip, clip_source(os.path.join(root, subj, clip)), r["Onset Frame"],
-                         r["Apex Frame"], r["Offset Frame"], emo)
+        src = inside(root, clip_source(os.path.join(root, subj, clip)), f"file name {clip!r}")
+        return _clip_row(subj, clip, src, r["Onset Frame"], r["Apex Frame"], r["Offset Frame"], emo)
     return _table([(n, lambda r=r: make(r)) for n, r in _rows(df, sheet, 15)], sheet, class_map, on_error)
 
 
@@ -268,6 +290,7 @@ def load_smic(root: str, class_map: str = "megc2019_3", on_error: str = "raise")
     def make(folder):
         parts = folder.split(os.sep)
         subj, emo, clip = parts[-4], parts[-2].lower(), parts[-1]
+        inside(root, folder, f"clip folder {clip}")
         numbers = _frame_numbers(folder)
         return _clip_row(subj, clip, folder, numbers[0], (numbers[0] + numbers[-1]) // 2,
                          numbers[-1], emo)
@@ -293,6 +316,7 @@ def load_casme3(root: str, class_map: str = "casme3_7", on_error: str = "raise")
         folder = os.path.join(root, subj, clip, "color")
         if not os.path.isdir(folder):
             folder = clip_source(os.path.join(root, subj, clip))
+        inside(root, folder, f"subject {subj!r} / file name {clip!r}")
         return _clip_row(subj, clip, folder, r["Onset"], r["Apex"], r["Offset"], emo)
     return _table([(n, lambda r=r: make(r)) for n, r in _rows(df, sheet, 2)], sheet, class_map, on_error)
 
@@ -494,6 +518,7 @@ def load_samm_long(root: str, on_error: str = "raise", fps: Optional[float] = No
         if name not in videos:
             raise DataError(f"video {name} not found in {vroot}")
         if name not in entries:
+            inside(root, videos[name], f"video {name}")
             entries[name] = _long_video_entry(name.split("_")[0], name, videos[name], fps)
         return entries[name]
 
@@ -573,8 +598,8 @@ def load_casme2_long(root: str, on_error: str = "raise"):
         if not hits:
             raise DataError(f"no folder {rawpic}/s{n}/{n}_{code:04d}*")
         if hits[0] not in entries:
-            entries[hits[0]] = _long_video_entry(f"s{n}", os.path.basename(hits[0]), hits[0],
-                                                 CASME2_LONG_FPS)
+            entries[hits[0]] = _long_video_entry(f"s{n}", os.path.basename(hits[0]), inside(
+                root, hits[0], f"video folder {os.path.basename(hits[0])}"), CASME2_LONG_FPS)
         return entries[hits[0]]
 
     def make(r):
@@ -604,6 +629,7 @@ def load_casme3_long(root: str, on_error: str = "raise"):
     def entry_of(subj, seq):
         folder = os.path.join(root, subj, seq, "color")
         folder = folder if os.path.isdir(folder) else os.path.join(root, subj, seq)
+        inside(root, folder, f"subject {subj!r} / video {seq!r}")
         if not os.path.isdir(folder):
             raise DataError(f"no frame folder {folder}")
         if folder not in entries:

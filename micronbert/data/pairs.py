@@ -25,6 +25,7 @@ import torch
 
 from ..kernels import generate_swap_mask
 from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, count_frames, read_frames, resize_u8
+from .paths import is_inside
 from .report import DataReport
 
 # ``on_error="skip"``: a sample whose clip cannot be read is replaced by another draw; after
@@ -35,15 +36,31 @@ MAX_FAILED_DRAWS = 50
 KEEP_ERRORS = 5
 
 
-def find_clips(root: str) -> List[str]:
-    """Video files and frame folders under ``root`` (sorted)."""
-    clips = []
-    for d, dirs, files in os.walk(root):
-        dirs.sort()
+def find_clips(root: str, report: Optional[DataReport] = None) -> List[str]:
+    """Video files and frame folders under ``root`` (sorted). Symlinks are followed while
+    they stay inside ``root`` (``data/paths.py``'s rule, that of the sheet readers); one
+    that leads outside is skipped, counted in ``report`` as "skipped clip (outside --data)"."""
+    clips, seen = [], {os.path.realpath(root)}
+
+    def keep(path):
+        if is_inside(root, path):
+            return True
+        if report is not None:
+            report.add("skipped clip (outside --data)", f"{path} -> {os.path.realpath(path)}")
+        return False
+    for d, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for x in sorted(dirs):  # each real folder once: no loop, no clip twice through links
+            real = os.path.realpath(os.path.join(d, x))
+            if real not in seen and keep(os.path.join(d, x)):
+                seen.add(real)
+                kept.append(x)
+        dirs[:] = kept
         if any(f.lower().endswith(IMAGE_EXTS) for f in files) and os.path.basename(d) != "masks" \
                 and "masks" not in os.path.relpath(d, root).split(os.sep):
             clips.append(d)
-        clips += [os.path.join(d, f) for f in sorted(files) if f.lower().endswith(VIDEO_EXTS)]
+        clips += [os.path.join(d, f) for f in sorted(files)
+                  if f.lower().endswith(VIDEO_EXTS) and keep(os.path.join(d, f))]
     if not clips:
         raise DataError(f"{root}: no videos or frame folders")
     return sorted(clips)

@@ -38,7 +38,8 @@ from ..augment import PairAugment, pair_augment
 from ..kernels.backend import precision
 from ..train import NonFiniteLoss, cosine_lr, dist_info
 from .features import onset_apex_frames, pair_features, pick_device, untrained_like
-from .folds import class_weights, fold_seed, labelled, loso_splits, safe_name
+from ..names import unique_names, write_names
+from .folds import class_weights, fold_seed, labelled, loso_splits
 from .probe import evaluate, feature_baselines
 from .report import BASELINES_HOW, fold_row, write_loso
 
@@ -99,7 +100,7 @@ class Recognizer(nn.Module):
     def from_checkpoint(cls, path: str, backend: str = "auto", map_location="cpu"):
         """A fold's model written by ``--save-models``: (Recognizer, the checkpoint dict)."""
         from ..checkpoint import load_checkpoint
-        model, ck = load_checkpoint(path, map_location=map_location, backend=backend)
+        model, ck = load_checkpoint(path, map_location=map_location, backend=backend, fold=True)
         rec = cls(model, len(ck["classes"]))
         rec.head.load_state_dict(ck["head"])
         rec.norm.load_state_dict(ck["norm"])
@@ -218,13 +219,13 @@ HOW = {"model": "fine-tuned end to end per fold (encoder + DMA + head)", **BASEL
 def _run_fold(model, tag: str, sp: dict, frames, table, classes, cfg: FinetuneConfig, device: str,
               logdir: str, save_model: bool, progress: bool) -> torch.Tensor:
     """Fine-tune on fold ``sp``'s training clips and predict its held-out subject: the
-    predictions (its test clips); the fold's log ``logdir/fold_<subject>.jsonl`` (and, with
-    ``save_model``, its weights ``logdir/fold_<subject>.pt``)."""
+    predictions (its test clips); the fold's log ``logdir/fold_<sp["file"]>.jsonl`` (and, with
+    ``save_model``, its weights ``logdir/fold_<sp["file"]>.pt``); ``fold_names.json`` maps them back."""
     onset, apex, y = frames
     n = len(classes)
     subject, train, test = sp["subject"], torch.from_numpy(sp["train"]), torch.from_numpy(sp["test"])
     os.makedirs(logdir, exist_ok=True)
-    log_path = os.path.join(logdir, f"fold_{safe_name(subject)}.jsonl")
+    log_path = os.path.join(logdir, f"fold_{sp['file']}.jsonl")
     tag = f"{tag} {subject}"
     rec = train_fold(model, onset[train], apex[train], y[train], table[sp["train"]], n, cfg,
                      device, log_path, subject, tag, progress)
@@ -237,7 +238,7 @@ def _run_fold(model, tag: str, sp: dict, frames, table, classes, cfg: FinetuneCo
               f"UAR {fold['uar']:.3f} ({fold['n']} clips)", file=sys.stderr, flush=True)
     if save_model:
         from ..checkpoint import save_checkpoint
-        save_checkpoint(os.path.join(logdir, f"fold_{safe_name(subject)}.pt"), rec.model,
+        save_checkpoint(os.path.join(logdir, f"fold_{sp['file']}.pt"), rec.model,
                         head=rec.head.state_dict(), norm=rec.norm.state_dict(), classes=list(classes),
                         subject=subject, finetune=_cfg_dict(cfg))
     return pred
@@ -287,6 +288,10 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
         nets["untrained"] = untrained_like(model, cfg.seed)
     jobs = [(k, i) for k in nets for i in range(len(splits))]
     os.makedirs(out_dir, exist_ok=True)
+    names = unique_names(sp["subject"] for sp in splits)  # fold_<name>.*: one file per subject
+    if rank == 0:
+        write_names(os.path.join(out_dir, "fold_names.json"), names, "fold_<name>.* file -> subject")
+    splits = [{**sp, "file": names[sp["subject"]]} for sp in splits]
     mine = {}
     for j, (kind, i) in enumerate(jobs):
         if j % world != rank:

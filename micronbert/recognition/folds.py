@@ -1,7 +1,6 @@
 """Leave-one-subject-out folds: the labelled clips, one fold per subject, per-fold seeds."""
 from __future__ import annotations
 
-import re
 import sys
 import zlib
 from typing import List
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.io import DataError
+from ..names import safe_name  # noqa: F401 (public name; fold files use names.unique_names)
 
 
 def labelled(table, classes: List[str], on_error: str = "raise"):
@@ -37,7 +37,6 @@ def labelled(table, classes: List[str], on_error: str = "raise"):
                         f"(--class-map) or add their clips")
     return table, y, report
 
-
 def loso_splits(subjects, labels, n_classes: int):
     """One fold per subject: [{"subject", "train" (bool K), "test" (bool K)}] and the folds
     skipped because their training subjects hold fewer than 2 classes ([{subject, n, reason}]).
@@ -63,16 +62,9 @@ def loso_splits(subjects, labels, n_classes: int):
               file=sys.stderr)
     return splits, skipped
 
-
 def fold_seed(seed: int, subject: str) -> int:
     """A per-fold seed from the run's seed and the held-out subject (the same in every process)."""
     return (seed * 1_000_003 + zlib.crc32(subject.encode())) % (2 ** 63)
-
-
-def safe_name(subject: str) -> str:
-    """A subject id as a file name part (composite ids carry a '/')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", subject)
-
 
 def class_weights(y, n_classes: int) -> torch.Tensor:
     """Class-balanced loss weights: K / (C * count_c) (count clamped at 1)."""

@@ -2,6 +2,7 @@
 ``loso.json``, ``folds.csv``, the confusion matrix and the bars, and a printed table."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 from typing import Dict, Optional
@@ -81,10 +82,11 @@ def write_loso(out_dir, table, y, classes, methods: Dict[str, torch.Tensor], spl
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "loso.json"), "w") as f:
         json.dump(res, f, indent=2)
-    with open(os.path.join(out_dir, "folds.csv"), "w") as f:
-        f.write("subject,n,accuracy,uf1,uar\n")
-        for r in model["per_fold"]:
-            f.write(f"{r['subject']},{r['n']},{r['accuracy']:.4f},{r['uf1']:.4f},{r['uar']:.4f}\n")
+    with open(os.path.join(out_dir, "folds.csv"), "w", newline="") as f:  # csv: quoted subjects
+        w = csv.writer(f)
+        w.writerow(["subject", "n", "accuracy", "uf1", "uar"])
+        w.writerows([r["subject"], r["n"]] + [f"{r[k]:.4f}" for k in ("accuracy", "uf1", "uar")]
+                    for r in model["per_fold"])
     p = methods["model"].numpy()
     save_confusion(os.path.join(out_dir, "confusion.png"), confusion(y[p >= 0], p[p >= 0], n), classes,
                    title=f"LOSO ({mode}): acc {res['accuracy']:.3f}, UF1 {res['uf1']:.3f}, UAR {res['uar']:.3f}")

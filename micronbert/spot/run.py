@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data.io import DataError, count_frames, resize_u8
+from ..names import unique_names, write_names
 from .frames import chunk_box, chunks, frame_source, iter_frames
 from .intervals import KINDS, SpotParams, intervals_from_curve, spot_curve, threshold_of
 from .megc import fit_p_loso, megc_counts
@@ -201,9 +202,12 @@ def _score_videos(videos, scorers, params_kw, batch, source, on_error, skipped, 
 
 
 def _write_videos(out, scorers, curves, results, params_of, gt, max_plots):
-    """OUT/videos/<video>/intervals*.{csv,json} and, for the first ``max_plots``, score.png."""
+    """OUT/videos/<name>/intervals*.{csv,json} and, for the first ``max_plots``, score.png;
+    <name> is the video's id made safe and unique (OUT/videos/names.json maps it back)."""
+    vnames = unique_names(params_of)
+    write_names(os.path.join(out, "videos", "names.json"), vnames, "videos/<name>/ folder -> video")
     for j, v in enumerate(sorted(params_of)):
-        d = os.path.join(out, "videos", v)
+        d = os.path.join(out, "videos", vnames[v])
         for n in scorers:
             write_intervals(d, results[n][v], params_of[v].fps,
                             "intervals" if n == list(scorers)[0] else f"intervals_{n}")
