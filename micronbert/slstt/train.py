@@ -1,0 +1,191 @@
+"""SLSTT trained per leave-one-subject-out fold exactly as ``finetune`` trains μ-BERT: the
+same folds (``loso_splits``), FinetuneConfig (AdamW, layer-wise lr decay over the ViT's
+blocks, warm-up + cosine per step, class-balanced cross-entropy, fixed epochs, seeded per
+fold by (seed, subject)), augmentation (``flow_augment``: ``pair_augment``'s crop, rotation
+and flip on the flow fields), per-fold logs, ``--save-models`` checkpoints and loso.json.
+
+``finetune_slstt`` is the entry point of ``micronbert finetune --model slstt_tiny``;
+``slstt_predictions`` gives the pooled predictions another run adds as its "slstt" row.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, fields
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..evaluate import (_device, class_weights, fold_seed, labelled, loso_splits, metrics,
+                        safe_name, write_loso)
+from ..finetune import FinetuneConfig, _amp, _cfg_dict
+from ..train import NonFiniteLoss, cosine_lr
+from .flow import flow_augment, table_flows
+from .model import SLSTT, SLSTTConfig, create_slstt, get_slstt_config
+
+
+def param_groups(net: SLSTT, weight_decay: float, layer_decay: float):
+    """AdamW groups with ``lr_scale`` as ``finetune.param_groups``: layer 0 the patch
+    embedding, class token and positions, 1..depth the blocks, depth + 1 the encoder's norm,
+    the aggregator and the head."""
+    depth = net.config.depth
+    groups = {}
+    for name, p in net.named_parameters():
+        if name.startswith("encoder.blocks."):
+            lid = int(name.split(".")[2]) + 1
+        elif name.startswith(("encoder.patch_embed.", "encoder.cls_token", "encoder.pos_embed")):
+            lid = 0
+        else:
+            lid = depth + 1
+        decay = p.ndim > 1 and not name.endswith(("cls_token", "pos_embed"))
+        g = groups.setdefault((lid, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                             "lr_scale": layer_decay ** (depth + 1 - lid)})
+        g["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _epoch(net, opt, x, y, weight, cfg: FinetuneConfig, g, amp, step: int, total: int, warmup: int, tag: str):
+    """One epoch over (x, y) in shuffled batches (a batch of 1 is skipped, as finetune's)."""
+    n, device = len(y), x.device
+    perm = torch.randperm(n, generator=g).to(device)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for i in range(0, n, cfg.batch):
+        idx = perm[i:i + cfg.batch]
+        if len(idx) < 2:
+            continue
+        lr = cosine_lr(step, total, cfg.lr, warmup, cfg.min_lr)
+        for grp in opt.param_groups:
+            grp["lr"] = lr * grp["lr_scale"]
+        with amp:
+            logits = net(flow_augment(x[idx], cfg.aug, g)).float()
+        loss = F.cross_entropy(logits, y[idx], weight=weight)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"{tag}: non-finite loss ({loss.item()}) at step {step}: lower --lr or use --no-bf16")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y[idx]).sum())
+        seen += len(idx)
+    return step, {"loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
+
+
+def train_slstt_fold(scfg: SLSTTConfig, x, y, n_classes: int, cfg: FinetuneConfig, device: str,
+                     log_path: Optional[str] = None, subject: str = "", tag: str = "slstt fold",
+                     progress: bool = True) -> SLSTT:
+    """A fresh SLSTT trained on one fold's training clips only: flows ``x`` (K, T, 3, H, W)
+    and labels ``y`` (K,). Seeded by (cfg.seed, subject). Returns it in eval mode."""
+    if len(x) != len(y):
+        raise ValueError(f"{tag}: {len(x)} flow stacks but {len(y)} labels")
+    g = torch.Generator().manual_seed(fold_seed(cfg.seed, subject))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(fold_seed(cfg.seed, subject))  # init and DropPath draws
+        net = create_slstt(scfg, n_classes).to(device)
+        opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay, cfg.layer_decay), lr=cfg.lr)
+        x, y = x.to(device), y.to(device)
+        weight = class_weights(y.cpu(), n_classes).to(device)
+        per_epoch = sum(1 for i in range(0, len(y), cfg.batch) if len(y) - i >= 2)
+        total, warmup = cfg.epochs * per_epoch, int(round(cfg.warmup_epochs * per_epoch))
+        step, amp = 0, _amp(device, cfg.bf16)
+        with open(log_path, "w") if log_path else open(os.devnull, "w") as log:
+            for epoch in range(cfg.epochs):
+                t0 = time.perf_counter()
+                step, e = _epoch(net.train(), opt, x, y, weight, cfg, g, amp, step, total, warmup, tag)
+                e = {"epoch": epoch + 1, "step": step, **e, "lr": opt.param_groups[-1]["lr"],
+                     "sec": round(time.perf_counter() - t0, 3)}
+                log.write(json.dumps(e) + "\n")
+                if progress:
+                    print(f"[slstt] {tag}: epoch {epoch + 1}/{cfg.epochs} loss {e['loss']:.4f} "
+                          f"train acc {e['train_acc']:.2f} {e['sec']:.1f}s", file=sys.stderr, flush=True)
+    return net.eval()
+
+
+@torch.no_grad()
+def predict(net: SLSTT, x, batch: int, amp) -> torch.Tensor:
+    """Class predictions (K,) of flows (K, T, 3, H, W), in eval mode."""
+    net.eval()
+    dev = next(net.parameters()).device
+    with amp:
+        return torch.cat([net(x[i:i + batch].to(dev)).float().argmax(1).cpu() for i in range(0, len(x), batch)])
+
+
+def slstt_predictions(flows, y, splits, n_classes: int, scfg: SLSTTConfig, cfg: FinetuneConfig,
+                      device: str = "cpu", out_dir: Optional[str] = None, classes=None,
+                      save_models: bool = False, progress: bool = True) -> torch.Tensor:
+    """Per fold, a fresh SLSTT trained on the training subjects' flows, predicting the
+    held-out subject: pooled predictions (K,), -1 where no fold scored. With ``out_dir``
+    a JSON-lines log per fold, and with ``save_models`` OUT/fold_<subject>.pt."""
+    preds = torch.full_like(y, -1)
+    for i, sp in enumerate(splits):
+        subject, train, test = sp["subject"], torch.from_numpy(sp["train"]), torch.from_numpy(sp["test"])
+        tag = f"slstt fold {i + 1}/{len(splits)} {subject}"
+        log = os.path.join(out_dir, f"fold_{safe_name(subject)}.jsonl") if out_dir else None
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+        net = train_slstt_fold(scfg, flows[train], y[train], n_classes, cfg, device, log, subject, tag, progress)
+        preds[test] = predict(net, flows[test], cfg.batch, _amp(device, cfg.bf16))
+        fold = {"subject": subject, "n": int(test.sum()), **metrics(y[test].numpy(), preds[test].numpy(), n_classes)}
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps({"test": fold}) + "\n")
+        if progress:
+            print(f"[slstt] {tag}: held-out acc {fold['accuracy']:.3f} UF1 {fold['uf1']:.3f} "
+                  f"({fold['n']} clips)", file=sys.stderr, flush=True)
+        if save_models and out_dir:
+            torch.save({"slstt": asdict(scfg), "state_dict": net.state_dict(), "classes": list(classes or []),
+                        "subject": subject, "finetune": _cfg_dict(cfg)},
+                       os.path.join(out_dir, f"fold_{safe_name(subject)}.pt"))
+    return preds
+
+
+def load_slstt(path: str, map_location="cpu"):
+    """A fold's SLSTT written by ``save_models``: (SLSTT in eval mode, the checkpoint dict)."""
+    ck = torch.load(path, map_location=map_location, weights_only=True)
+    net = SLSTT(SLSTTConfig(**ck["slstt"]), len(ck["classes"]))
+    net.load_state_dict(ck["state_dict"])
+    return net.eval(), ck
+
+
+HOW = {"model": "SLSTT trained per fold from scratch (ViT on onset->frame flow, {agg} aggregator, head)",
+       "pixel_difference": "linear head on |apex - onset| pooled to the patch grid",
+       "optical_flow": "linear head on Farneback flow (u, v, magnitude) pooled to the patch grid"}
+
+
+def finetune_slstt(table, out_dir: str, classes: List[str], model: str = "slstt_tiny",
+                   aggregator: Optional[str] = None, device: Optional[str] = None, baselines: bool = True,
+                   flow: str = "farneback", flow_cache: Optional[str] = None, face_cache: Optional[str] = None,
+                   head_epochs: int = 300, save_models: bool = False, progress: bool = True,
+                   on_error: str = "raise", slstt_overrides: Optional[dict] = None, **hparams) -> dict:
+    """LOSO training of SLSTT (``model`` a named SLSTT config, ``aggregator`` "lstm" | "mean",
+    ``hparams`` FinetuneConfig's fields) on an annotation table, with the pixel difference and
+    optical flow baselines on the same folds. Flow fields are cached in ``flow_cache``
+    (default OUT/flow_cache). Writes ``write_loso``'s files and per-fold logs; returns
+    loso.json's dict, as ``finetune``."""
+    known = {f.name for f in fields(FinetuneConfig)}
+    if set(hparams) - known:
+        raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
+    cfg = FinetuneConfig(**hparams)
+    if cfg.epochs < 1 or cfg.batch < 2:
+        raise ValueError(f"training needs epochs >= 1 and batch >= 2, got {cfg.epochs} and {cfg.batch}")
+    scfg = get_slstt_config(model, aggregator=aggregator, **(slstt_overrides or {}))
+    t_start, device = time.time(), _device(device)
+    table, y, report = labelled(table, classes, on_error)
+    n = len(classes)
+    splits, skipped = loso_splits(table["subject"].values, y, n)
+    flows = table_flows(table, scfg.img_size, scfg.frames, flow, flow_cache or os.path.join(out_dir, "flow_cache"),
+                        face_cache, report, progress)
+    methods = {"model": slstt_predictions(flows, y, splits, n, scfg, cfg, device, out_dir, classes,
+                                          save_models, progress)}
+    if baselines:
+        from ..evaluate import feature_baselines, onset_apex_frames
+        onset, apex = onset_apex_frames(table, scfg.img_size)
+        methods.update(feature_baselines(onset, apex, y, splits, n, scfg.patch_size, epochs=head_epochs))
+    how = {**HOW, "model": HOW["model"].format(agg=scfg.aggregator)}
+    return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how=how,
+                      extra={"slstt": asdict(scfg), "slstt_model": model, "flow": flow, "finetune": _cfg_dict(cfg),
+                             "device": device, "seconds": round(time.time() - t_start, 1),
+                             "data_report": report.as_dict()})
