@@ -32,13 +32,12 @@ from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .augment import PairAugment, pair_augment
 from .evaluate import (_device, class_weights, evaluate, feature_baselines, fold_seed, labelled,
                        loso_splits, metrics, onset_apex_frames, pair_features, safe_name,
                        untrained_like, write_loso)
-from .train import NonFiniteLoss, cosine_lr, dist_info
+from .train import classifier_epoch, dist_info
 
 
 @dataclass
@@ -160,34 +159,17 @@ def train_fold(model, onset, apex, y, train_table, n_classes: int, cfg: Finetune
     log = open(log_path, "w") if log_path else None
     step = 0
     try:
+        def forward(idx):
+            a, b = pair_augment(onset[idx], apex[idx], cfg.aug, g)
+            with amp:
+                return rec(a, b).float()
+
         for epoch in range(cfg.epochs):
             t0, rec = time.perf_counter(), rec.train()
-            perm = torch.randperm(n, generator=g).to(device)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for i in range(0, n, cfg.batch):
-                idx = perm[i:i + cfg.batch]
-                if len(idx) < 2:
-                    continue
-                lr = cosine_lr(step, total, cfg.lr, warmup, cfg.min_lr)
-                for grp in opt.param_groups:
-                    grp["lr"] = lr * grp["lr_scale"]
-                a, b = pair_augment(onset[idx], apex[idx], cfg.aug, g)
-                with amp:
-                    logits = rec(a, b).float()
-                loss = F.cross_entropy(logits, y[idx], weight=weight)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"{tag}: non-finite loss ({loss.item()}) at epoch {epoch + 1}, "
-                                        f"step {step}: lower --lr or use --no-bf16")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(1) == y[idx]).sum())
-                seen += len(idx)
-            entry = {"epoch": epoch + 1, "step": step, "loss": loss_sum / max(1, seen),
-                    "train_acc": correct / max(1, seen), "lr": opt.param_groups[-1]["lr"],
-                    "sec": round(time.perf_counter() - t0, 3)}
+            step, e = classifier_epoch(forward, opt, y, weight, cfg, g, step, total, warmup,
+                                       f"{tag}, epoch {epoch + 1}")
+            entry = {"epoch": epoch + 1, "step": step, **e, "lr": opt.param_groups[-1]["lr"],
+                     "sec": round(time.perf_counter() - t0, 3)}
             if log:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()

@@ -171,3 +171,39 @@ def test_flow_cache_is_reused_and_a_damaged_file_recomputed(tmp_path):
     assert "repaired flow cache" in str(report.as_dict())
     clip_flows(row, 32, 4, cache_dir=cache)  # another T: another file
     assert len(os.listdir(cache)) == 2
+
+
+def test_finetune_entry_point_writes_loso_and_fold_models(tmp_path):
+    """``run_slstt`` (what ``micronbert finetune --model slstt_tiny`` calls) on a tiny synthetic
+    set: loso.json with the baselines, a log and a model per fold that reloads."""
+    import argparse
+    import json
+    from micronbert.data.annotations import load_annotations
+    from micronbert.data.synthetic import write_synthetic_dataset
+    from micronbert.finetune import add_finetune_flags
+    from micronbert.slstt import load_slstt
+    from micronbert.slstt.cli import add_slstt_flags, is_slstt, run_slstt
+    torch.set_num_threads(1)
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    write_synthetic_dataset(data, n_subjects=2, clips_per_class=1, seed=0)
+    table = load_annotations("synthetic", data)
+    p = argparse.ArgumentParser()
+    add_finetune_flags(p)
+    add_slstt_flags(p)
+    args = p.parse_args(["--epochs", "1", "--batch", "4", "--save-models", "--aggregator", "mean"])
+    args.__dict__.update(out=out, model="slstt_tiny", dataset="synthetic", no_baselines=False, head_epochs=5,
+                         on_error="raise", seed=0)
+    assert is_slstt(args.model) and not is_slstt("micronbert_tiny")
+    res = run_slstt(args, table)
+    saved = json.load(open(os.path.join(out, "loso.json")))
+    assert saved["uf1"] == res["uf1"] and saved["slstt"]["aggregator"] == "mean"
+    assert {"pixel_difference", "optical_flow"} <= set(res["baselines"])
+    assert res["n_clips_scored"] == len(table) and res["finetune"]["aug"]["flip"] == 0.0
+    assert len(os.listdir(os.path.join(out, "flow_cache"))) == len(table)
+    net, ck = load_slstt(os.path.join(out, "fold_sub01.pt"))
+    assert ck["subject"] == "sub01" and net.config.aggregator == "mean"
+    assert sum(1 for _ in open(os.path.join(out, "fold_sub01.jsonl"))) == 2  # 1 epoch + the test line
+    if tvl1_unavailable_reason():  # --flow tvl1 stops before any training, naming what is missing
+        args.flow, args.out = "tvl1", str(tmp_path / "out_tvl1")
+        with pytest.raises(RuntimeError, match="cv2.optflow"):
+            run_slstt(args, table)

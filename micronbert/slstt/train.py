@@ -17,12 +17,11 @@ from dataclasses import asdict, fields
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..evaluate import (_device, class_weights, fold_seed, labelled, loso_splits, metrics,
                         safe_name, write_loso)
 from ..finetune import FinetuneConfig, _amp, _cfg_dict
-from ..train import NonFiniteLoss, cosine_lr
+from ..train import classifier_epoch
 from .flow import flow_augment, table_flows
 from .model import SLSTT, SLSTTConfig, create_slstt, get_slstt_config
 
@@ -47,31 +46,9 @@ def param_groups(net: SLSTT, weight_decay: float, layer_decay: float):
     return [groups[k] for k in sorted(groups)]
 
 
-def _epoch(net, opt, x, y, weight, cfg: FinetuneConfig, g, amp, step: int, total: int, warmup: int, tag: str):
-    """One epoch over (x, y) in shuffled batches (a batch of 1 is skipped, as finetune's)."""
-    n, device = len(y), x.device
-    perm = torch.randperm(n, generator=g).to(device)
-    loss_sum, correct, seen = 0.0, 0, 0
-    for i in range(0, n, cfg.batch):
-        idx = perm[i:i + cfg.batch]
-        if len(idx) < 2:
-            continue
-        lr = cosine_lr(step, total, cfg.lr, warmup, cfg.min_lr)
-        for grp in opt.param_groups:
-            grp["lr"] = lr * grp["lr_scale"]
-        with amp:
-            logits = net(flow_augment(x[idx], cfg.aug, g)).float()
-        loss = F.cross_entropy(logits, y[idx], weight=weight)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"{tag}: non-finite loss ({loss.item()}) at step {step}: lower --lr or use --no-bf16")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        loss_sum += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y[idx]).sum())
-        seen += len(idx)
-    return step, {"loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
+def _logits(net, x, cfg: FinetuneConfig, g, amp):
+    with amp:
+        return net(flow_augment(x, cfg.aug, g)).float()
 
 
 def train_slstt_fold(scfg: SLSTTConfig, x, y, n_classes: int, cfg: FinetuneConfig, device: str,
@@ -94,7 +71,8 @@ def train_slstt_fold(scfg: SLSTTConfig, x, y, n_classes: int, cfg: FinetuneConfi
         with open(log_path, "w") if log_path else open(os.devnull, "w") as log:
             for epoch in range(cfg.epochs):
                 t0 = time.perf_counter()
-                step, e = _epoch(net.train(), opt, x, y, weight, cfg, g, amp, step, total, warmup, tag)
+                step, e = classifier_epoch(lambda idx: _logits(net.train(), x[idx], cfg, g, amp), opt, y, weight,
+                                           cfg, g, step, total, warmup, f"{tag}, epoch {epoch + 1}")
                 e = {"epoch": epoch + 1, "step": step, **e, "lr": opt.param_groups[-1]["lr"],
                      "sec": round(time.perf_counter() - t0, 3)}
                 log.write(json.dumps(e) + "\n")
