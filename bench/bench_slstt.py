@@ -10,6 +10,9 @@ bench_evidence wrote (named in the table), not rerun here.
 
     python bench/bench_slstt.py                       # medium (the demo's level)
     python bench/bench_slstt.py --levels none low medium high
+    python bench/bench_slstt.py --aggregators lstm & python bench/bench_slstt.py --aggregators mean; wait
+    python bench/bench_slstt.py --aggregators     # the table from the runs' results in --work
+    python bench/bench_slstt.py --epochs 100 --lr 2e-3 --layer-decay 1  # a from-scratch recipe beside
 
 Writes bench/results/<device>/slstt/slstt.{csv,md} (LOSO) and slstt_fold.{csv,md} (the
 first fold's wall and CPU time: SLSTT one fold on this CPU, target < 1 min; on a shared CPU
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import sys
@@ -35,6 +39,8 @@ from micronbert.finetune import FinetuneConfig  # noqa: E402
 from micronbert.slstt import get_slstt_config, slstt_predictions, table_flows  # noqa: E402
 
 DEV = os.path.join(RESULTS, device_name("cpu"))
+_D = FinetuneConfig()
+DEFAULT_RECIPE = f"e{_D.epochs}-lr{_D.lr:g}-ld{_D.layer_decay:g}"  # finetune's, as μ-BERT is trained
 
 
 def mubert_rows(level: str) -> list:
@@ -57,6 +63,23 @@ def mubert_rows(level: str) -> list:
     return rows
 
 
+def slstt_loso(flows, y, splits, n, agg, cfg, args, level, t_flow) -> dict:
+    """LOSO of slstt_tiny with ``agg``: metrics and the first fold's wall and CPU time."""
+    sc = get_slstt_config("slstt_tiny", aggregator=agg)
+    t0, c0 = time.perf_counter(), time.process_time()
+    first = slstt_predictions(flows, y, splits[:1], n, sc, cfg, progress=False)
+    t_fold, c_fold = time.perf_counter() - t0, time.process_time() - c0
+    rest = slstt_predictions(flows, y, splits[1:], n, sc, cfg, progress=args.progress)
+    m = metrics(y.numpy(), torch.where(first >= 0, first, rest).numpy(), n)
+    print(f"[bench_slstt] {level} {agg}: UF1 {m['uf1']:.3f}, one fold {t_fold:.1f}s wall, {c_fold:.1f}s CPU",
+          flush=True)
+    fold = {"nuisance": level, "model": "slstt_tiny", "aggregator": agg, "train_clips": int(splits[0]["train"].sum()),
+            "epochs": args.epochs, "threads": args.threads, "flow_s_all_clips": round(t_flow, 1),
+            "one_fold_wall_s": round(t_fold, 1), "one_fold_cpu_s": round(c_fold, 1),
+            "load_avg_1min": round(os.getloadavg()[0], 1)}
+    return {**m, "one_fold_cpu_s": round(c_fold, 1), "fold": fold}
+
+
 def run_level(level: str, args, fold_rows: list) -> list:
     from micronbert.data.annotations import load_annotations
     from micronbert.data.synthetic import write_synthetic_dataset
@@ -72,23 +95,21 @@ def run_level(level: str, args, fold_rows: list) -> list:
     t0 = time.perf_counter()
     flows = table_flows(table, scfg.img_size, scfg.frames, "farneback", os.path.join(args.work, "flow_cache"))
     t_flow = time.perf_counter() - t0
-    cfg = FinetuneConfig(epochs=args.epochs, aug=PairAugment(flip=0.0))
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, layer_decay=args.layer_decay, aug=PairAugment(flip=0.0))
+    recipe = f"e{cfg.epochs}-lr{cfg.lr:g}-ld{cfg.layer_decay:g}"
+    for agg in args.aggregators:
+        part = os.path.join(args.work, f"slstt-{level}-{agg}-{recipe}.json")
+        if not os.path.exists(part):
+            json.dump({**slstt_loso(flows, y, splits, n, agg, cfg, args, level, t_flow), "recipe": recipe},
+                      open(part, "w"))
     rows = []
-    for agg in ("lstm", "mean"):
-        sc = get_slstt_config("slstt_tiny", aggregator=agg)
-        t0, c0 = time.perf_counter(), time.process_time()
-        first = slstt_predictions(flows, y, splits[:1], n, sc, cfg, progress=False)
-        t_fold, c_fold = time.perf_counter() - t0, time.process_time() - c0
-        rest = slstt_predictions(flows, y, splits[1:], n, sc, cfg, progress=args.progress)
-        pred = torch.where(first >= 0, first, rest)
-        m = metrics(y.numpy(), pred.numpy(), n)
-        rows.append((f"SLSTT slstt_tiny, {agg}", m["accuracy"], m["uf1"], m["uar"], "this run", round(c_fold, 1)))
-        fold_rows.append({"nuisance": level, "model": "slstt_tiny", "aggregator": agg,
-                          "train_clips": int(splits[0]["train"].sum()), "epochs": args.epochs, "threads": args.threads,
-                          "flow_s_all_clips": round(t_flow, 1), "one_fold_wall_s": round(t_fold, 1),
-                          "one_fold_cpu_s": round(c_fold, 1), "load_avg_1min": round(os.getloadavg()[0], 1)})
-        print(f"[bench_slstt] {level} {agg}: UF1 {m['uf1']:.3f}, one fold {t_fold:.1f}s wall, "
-              f"{c_fold:.1f}s CPU", flush=True)
+    for part in sorted(glob.glob(os.path.join(args.work, f"slstt-{level}-*.json"))):  # every recipe run
+        r = json.load(open(part))
+        agg = r["fold"]["aggregator"]
+        name = f"SLSTT slstt_tiny, {agg}" + ("" if r["recipe"] == DEFAULT_RECIPE else
+                                              f" ({r['recipe']}: epochs, lr, layer decay)")
+        rows.append((name, r["accuracy"], r["uf1"], r["uar"], "this run", r["one_fold_cpu_s"]))
+        fold_rows.append({**r["fold"], "recipe": r["recipe"]})
     onset, apex = onset_apex_frames(table, 64)
     for name, p in feature_baselines(onset, apex, y, splits, n, 8).items():
         m = metrics(y.numpy(), p.numpy(), n)
@@ -103,8 +124,13 @@ def main():
     ap.add_argument("--levels", nargs="+", default=["medium"], choices=("none", "low", "medium", "high"))
     ap.add_argument("--work", default="/tmp/bench_slstt", help="synthetic data and flow cache")
     ap.add_argument("--epochs", type=int, default=FinetuneConfig().epochs)
+    ap.add_argument("--lr", type=float, default=FinetuneConfig().lr)
+    ap.add_argument("--layer-decay", type=float, default=FinetuneConfig().layer_decay)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--aggregators", nargs="*", default=["lstm", "mean"], choices=("lstm", "mean"),
+                    help="which to train now (results kept per level, aggregator and recipe in --work: "
+                         "two processes can run one each; every recipe run so far joins the table)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows, fold_rows = [], []

@@ -112,8 +112,9 @@ def clip_flows(row, size: int, t: int, method: str = "farneback", cache_dir: Opt
     x = flows_from_onset(u8[0], u8[1:], method).float()
     if f:
         os.makedirs(cache_dir, exist_ok=True)
-        torch.save(x, f + ".tmp")
-        os.replace(f + ".tmp", f)
+        tmp = f"{f}.{os.getpid()}.tmp"  # one per process: two runs may fill one cache
+        torch.save(x, tmp)
+        os.replace(tmp, f)
     return x
 
 
