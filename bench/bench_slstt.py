@@ -53,6 +53,9 @@ def mubert_rows(level: str) -> list:
                 d = json.load(open(path))
                 d = d.get("loso", d)
                 rows.append((how, d["accuracy"], d["uf1"], d["uar"], os.path.relpath(path, RESULTS), None))
+                u = d["baselines"]["untrained"]
+                rows.append((how.replace("μ-BERT", "untrained μ-BERT").replace(", 600 steps", ""), u["accuracy"],
+                             u["uf1"], u["uar"], os.path.relpath(path, RESULTS), None))
     ev = os.path.join(DEV, "evidence", "evidence.csv")
     if os.path.exists(ev):
         for r in csv.DictReader(open(ev)):
@@ -138,7 +141,8 @@ def main():
         rows += run_level(level, args, fold_rows)
     os.makedirs(os.path.join(DEV, "slstt"), exist_ok=True)
     write_table("slstt/slstt", rows, "cpu")
-    write_table("slstt/slstt_fold", fold_rows, "cpu")
+    if fold_rows:
+        write_table("slstt/slstt_fold", fold_rows, "cpu")
 
 
 if __name__ == "__main__":
