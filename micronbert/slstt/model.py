@@ -9,7 +9,7 @@ The ViT's blocks are the project's pre-norm ``Block`` (micronbert.model) with Dr
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -158,7 +158,3 @@ def create_slstt(name_or_config, n_classes: int, backend: str = "auto", **overri
     cfg = (get_slstt_config(name_or_config, **overrides) if isinstance(name_or_config, str)
            else replace(name_or_config, **{k: v for k, v in overrides.items() if v is not None}))
     return SLSTT(cfg, n_classes, backend)
-
-
-def config_dict(cfg: SLSTTConfig) -> dict:
-    return asdict(cfg)

@@ -5,7 +5,7 @@ fold by (seed, subject)), augmentation (``flow_augment``: ``pair_augment``'s cro
 and flip on the flow fields), per-fold logs, ``--save-models`` checkpoints and loso.json.
 
 ``finetune_slstt`` is the entry point of ``micronbert finetune --model slstt_tiny``;
-``slstt_predictions`` gives the pooled predictions another run adds as its "slstt" row.
+``slstt_baseline`` gives the pooled predictions another run adds as its "slstt" row.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import List, Optional
 
 import torch
 
+from ..augment import PairAugment
 from ..evaluate import (_device, class_weights, fold_seed, labelled, loso_splits, metrics,
                         safe_name, write_loso)
 from ..finetune import FinetuneConfig, _amp, _cfg_dict
@@ -128,6 +129,18 @@ def load_slstt(path: str, map_location="cpu"):
     return net.eval(), ck
 
 
+def slstt_baseline(table, y, splits, n_classes: int, cfg: FinetuneConfig, scfg="slstt_tiny",
+                   device: str = "cpu", flow: str = "farneback", flow_cache: Optional[str] = None,
+                   face_cache: Optional[str] = None, report=None, out_dir: Optional[str] = None,
+                   classes=None, save_models: bool = False, progress: bool = True) -> torch.Tensor:
+    """SLSTT on a labelled table's LOSO folds (``labelled`` and ``loso_splits``'s): the flow
+    fields (cached in ``flow_cache``), then ``slstt_predictions``; (K,) predictions, the
+    "slstt" row another run (``finetune``, ``evaluate``) can add beside its baselines."""
+    scfg = get_slstt_config(scfg) if isinstance(scfg, str) else scfg
+    flows = table_flows(table, scfg.img_size, scfg.frames, flow, flow_cache, face_cache, report, progress)
+    return slstt_predictions(flows, y, splits, n_classes, scfg, cfg, device, out_dir, classes, save_models, progress)
+
+
 HOW = {"model": "SLSTT trained per fold from scratch (ViT on onset->frame flow, {agg} aggregator, head)",
        "pixel_difference": "linear head on |apex - onset| pooled to the patch grid",
        "optical_flow": "linear head on Farneback flow (u, v, magnitude) pooled to the patch grid"}
@@ -146,6 +159,8 @@ def finetune_slstt(table, out_dir: str, classes: List[str], model: str = "slstt_
     known = {f.name for f in fields(FinetuneConfig)}
     if set(hparams) - known:
         raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
+    if isinstance(hparams.get("aug"), dict):
+        hparams["aug"] = PairAugment(**hparams["aug"])
     cfg = FinetuneConfig(**hparams)
     if cfg.epochs < 1 or cfg.batch < 2:
         raise ValueError(f"training needs epochs >= 1 and batch >= 2, got {cfg.epochs} and {cfg.batch}")
@@ -154,10 +169,9 @@ def finetune_slstt(table, out_dir: str, classes: List[str], model: str = "slstt_
     table, y, report = labelled(table, classes, on_error)
     n = len(classes)
     splits, skipped = loso_splits(table["subject"].values, y, n)
-    flows = table_flows(table, scfg.img_size, scfg.frames, flow, flow_cache or os.path.join(out_dir, "flow_cache"),
-                        face_cache, report, progress)
-    methods = {"model": slstt_predictions(flows, y, splits, n, scfg, cfg, device, out_dir, classes,
-                                          save_models, progress)}
+    methods = {"model": slstt_baseline(table, y, splits, n, cfg, scfg, device, flow,
+                                       flow_cache or os.path.join(out_dir, "flow_cache"), face_cache, report,
+                                       out_dir, classes, save_models, progress)}
     if baselines:
         from ..evaluate import feature_baselines, onset_apex_frames
         onset, apex = onset_apex_frames(table, scfg.img_size)
