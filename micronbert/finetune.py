@@ -54,6 +54,16 @@ class FinetuneConfig:
     seed: int = 0
     aug: PairAugment = field(default_factory=PairAugment)
 
+    @classmethod
+    def from_hparams(cls, **hparams) -> "FinetuneConfig":
+        """From keyword settings (``aug`` a PairAugment or its dict); an unknown name is an error."""
+        known = {f.name for f in fields(cls)}
+        if set(hparams) - known:
+            raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
+        if isinstance(hparams.get("aug"), dict):
+            hparams["aug"] = PairAugment(**hparams["aug"])
+        return cls(**hparams)
+
 
 class Recognizer(nn.Module):
     """A MicronBERT's encoder and DMA, and a linear head on ``pair_features`` behind a
@@ -211,12 +221,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     model (fine-tuned the same way) on the same folds. Writes ``write_loso``'s files and the
     per-fold logs; returns loso.json's dict (None on ranks other than 0 under torchrun)."""
     model = load_model(model_or_checkpoint, backend)
-    known = {f.name for f in fields(FinetuneConfig)}
-    if set(hparams) - known:
-        raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
-    if isinstance(hparams.get("aug"), dict):
-        hparams["aug"] = PairAugment(**hparams["aug"])
-    cfg = FinetuneConfig(**hparams)
+    cfg = FinetuneConfig.from_hparams(**hparams)
     if freeze:
         return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed,
                         on_error=on_error, epochs=head_epochs)

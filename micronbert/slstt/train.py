@@ -13,12 +13,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import List, Optional
 
 import torch
 
-from ..augment import PairAugment
 from ..evaluate import (_device, class_weights, fold_seed, labelled, loso_splits, metrics,
                         safe_name, write_loso)
 from ..finetune import FinetuneConfig, _amp, _cfg_dict
@@ -156,12 +155,7 @@ def finetune_slstt(table, out_dir: str, classes: List[str], model: str = "slstt_
     optical flow baselines on the same folds. Flow fields are cached in ``flow_cache``
     (default OUT/flow_cache). Writes ``write_loso``'s files and per-fold logs; returns
     loso.json's dict, as ``finetune``."""
-    known = {f.name for f in fields(FinetuneConfig)}
-    if set(hparams) - known:
-        raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
-    if isinstance(hparams.get("aug"), dict):
-        hparams["aug"] = PairAugment(**hparams["aug"])
-    cfg = FinetuneConfig(**hparams)
+    cfg = FinetuneConfig.from_hparams(**hparams)
     if cfg.epochs < 1 or cfg.batch < 2:
         raise ValueError(f"training needs epochs >= 1 and batch >= 2, got {cfg.epochs} and {cfg.batch}")
     scfg = get_slstt_config(model, aggregator=aggregator, **(slstt_overrides or {}))
