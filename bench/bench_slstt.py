@@ -16,7 +16,8 @@ bench_evidence wrote (named in the table), not rerun here.
 
 Writes bench/results/<device>/slstt/slstt.{csv,md} (LOSO) and slstt_fold.{csv,md} (the
 first fold's wall and CPU time: SLSTT one fold on this CPU, target < 1 min; on a shared CPU
-the CPU time of the one thread is what a quiet core's wall time would be).
+the CPU time of the one thread is what a quiet core's wall time would be; flow_s_all_clips:
+what that run spent getting every clip's flow fields, under a second where the cache had them).
 """
 from __future__ import annotations
 
