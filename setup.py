@@ -35,7 +35,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=["micronbert", "micronbert.cli", "micronbert.data", "micronbert.kernels", "micronbert.recognition",
-              "micronbert.spot"],
+              "micronbert.slstt", "micronbert.spot"],
     # the drop-in ops and the model need only these; a range, so that a torch already
     # installed (e.g. a CUDA build) is kept
     install_requires=["torch>=2.4", "numpy", "triton>=3.6; platform_system == 'Linux'"],

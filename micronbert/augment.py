@@ -26,6 +26,19 @@ class PairAugment:
         return tuple(self.crop_scale) == (1.0, 1.0) and not self.rotate and not self.flip and not self.jitter
 
 
+def affine_theta(r: torch.Tensor, aug: PairAugment) -> torch.Tensor:
+    """The random crop, rotation and flip of ``aug`` from draws ``r`` (B, >= 5) in [0, 1):
+    (B, 2, 3) affine maps from output to input coordinates (``F.affine_grid``'s theta)."""
+    lo, hi = aug.crop_scale
+    s = torch.sqrt(lo + (hi - lo) * r[:, 0])  # side of the crop, as a fraction
+    tx, ty = (1 - s) * (2 * r[:, 1] - 1), (1 - s) * (2 * r[:, 2] - 1)
+    ang = math.radians(aug.rotate) * (2 * r[:, 3] - 1)
+    fl = torch.where(r[:, 4] < aug.flip, -1.0, 1.0)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    return torch.stack([torch.stack([s * cos * fl, -s * sin, tx], 1),
+                        torch.stack([s * sin * fl, s * cos, ty], 1)], 1)  # B 2 3: output -> input
+
+
 def pair_augment(onset: torch.Tensor, apex: torch.Tensor, aug: PairAugment,
                  generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     """uint8 (B, 3, H, W) twice -> the same, each pair transformed by one random draw.
@@ -40,14 +53,7 @@ def pair_augment(onset: torch.Tensor, apex: torch.Tensor, aug: PairAugment,
     if aug.identity:
         return onset, apex
     b = onset.shape[0]
-    lo, hi = aug.crop_scale
-    s = torch.sqrt(lo + (hi - lo) * r[:, 0])  # side of the crop, as a fraction
-    tx, ty = (1 - s) * (2 * r[:, 1] - 1), (1 - s) * (2 * r[:, 2] - 1)
-    ang = math.radians(aug.rotate) * (2 * r[:, 3] - 1)
-    fl = torch.where(r[:, 4] < aug.flip, -1.0, 1.0)
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    theta = torch.stack([torch.stack([s * cos * fl, -s * sin, tx], 1),
-                         torch.stack([s * sin * fl, s * cos, ty], 1)], 1)  # B 2 3: output -> input
+    theta = affine_theta(r, aug)
     x = torch.cat([onset, apex]).float()
     grid = F.affine_grid(theta.repeat(2, 1, 1), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -70,6 +70,37 @@ class NonFiniteLoss(RuntimeError):
     """A non-finite loss or non-finite weights: the run stops, naming its last good checkpoint."""
 
 
+def classifier_epoch(forward, opt, y, weight, cfg, generator, step: int, total: int, warmup: int, tag: str):
+    """One epoch of a classifier's training (fine-tuning μ-BERT, SLSTT): shuffled batches of
+    ``cfg.batch`` (a batch of 1 skipped), lr warm-up + cosine per step times each group's
+    ``lr_scale``, class-weighted cross-entropy of ``forward(idx)`` -> logits (B, classes)
+    against ``y[idx]``. Returns (step, {"loss", "train_acc"})."""
+    import torch.nn.functional as F
+    n = len(y)
+    perm = torch.randperm(n, generator=generator).to(y.device)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for i in range(0, n, cfg.batch):
+        idx = perm[i:i + cfg.batch]
+        if len(idx) < 2:
+            continue
+        lr = cosine_lr(step, total, cfg.lr, warmup, cfg.min_lr)
+        for grp in opt.param_groups:
+            grp["lr"] = lr * grp["lr_scale"]
+        logits = forward(idx)
+        loss = F.cross_entropy(logits, y[idx], weight=weight)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"{tag}: non-finite loss ({loss.item()}) at step {step}: "
+                                f"lower --lr or use --no-bf16")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y[idx]).sum())
+        seen += len(idx)
+    return step, {"loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen)}
+
+
 class ConfigMismatch(ValueError):
     """``resume`` with settings that differ from the checkpoint's (listed)."""
 

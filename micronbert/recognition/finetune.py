@@ -32,11 +32,10 @@ from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..augment import PairAugment, pair_augment
 from ..kernels.backend import precision
-from ..train import NonFiniteLoss, cosine_lr, dist_info
+from ..train import classifier_epoch, dist_info
 from .features import onset_apex_frames, pair_features, pick_device, untrained_like
 from ..names import unique_names, write_names
 from .folds import class_weights, fold_seed, labelled, loso_splits
@@ -57,6 +56,22 @@ class FinetuneConfig:
     bf16: bool = True  # bf16 autocast on CUDA
     seed: int = 0
     aug: PairAugment = field(default_factory=PairAugment)
+
+    @classmethod
+    def from_hparams(cls, **hparams) -> "FinetuneConfig":
+        """From keyword settings (``aug`` a PairAugment or its dict); an unknown name is an error."""
+        known = {f.name for f in fields(cls)}
+        if set(hparams) - known:
+            raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
+        if isinstance(hparams.get("aug"), dict):
+            hparams["aug"] = PairAugment(**hparams["aug"])
+        return cls(**hparams)
+
+    def as_dict(self) -> dict:
+        """The settings as plain JSON values (``aug`` as its dict), as checkpoints store them."""
+        d = asdict(self)
+        d["aug"] = asdict(self.aug)
+        return d
 
 
 class Recognizer(nn.Module):
@@ -136,36 +151,6 @@ def param_groups(rec: Recognizer, weight_decay: float, layer_decay: float):
     return [groups[k] for k in sorted(groups)]
 
 
-def _epoch(rec, opt, fold, perm, cfg: FinetuneConfig, g, amp, sched, tag: str, epoch: int):
-    """One epoch over the fold's clips in the order ``perm`` (batches of 1 skipped, for the
-    BatchNorm). ``fold``: (onset, apex, y, class weights); ``sched``: (step, total, warmup)
-    of the cosine. Returns (step, loss sum, correct, clips seen)."""
-    (onset, apex, y, weight), (step, total, warmup) = fold, sched
-    loss_sum, correct, seen = 0.0, 0, 0
-    for i in range(0, len(perm), cfg.batch):
-        idx = perm[i:i + cfg.batch]
-        if len(idx) < 2:
-            continue
-        lr = cosine_lr(step, total, cfg.lr, warmup, cfg.min_lr)
-        for grp in opt.param_groups:
-            grp["lr"] = lr * grp["lr_scale"]
-        a, b = pair_augment(onset[idx], apex[idx], cfg.aug, g)
-        with amp:
-            logits = rec(a, b).float()
-        loss = F.cross_entropy(logits, y[idx], weight=weight)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"{tag}: non-finite loss ({loss.item()}) at epoch {epoch + 1}, "
-                                f"step {step}: lower --lr or use --no-bf16")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        loss_sum += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y[idx]).sum())
-        seen += len(idx)
-    return step, loss_sum, correct, seen
-
-
 def train_fold(model, onset, apex, y, train_table, n_classes: int, cfg: FinetuneConfig, device: str,
                log_path: Optional[str] = None, subject: str = "", tag: str = "fold",
                progress: bool = True) -> Recognizer:
@@ -187,17 +172,19 @@ def train_fold(model, onset, apex, y, train_table, n_classes: int, cfg: Finetune
     per_epoch = sum(1 for i in range(0, n, cfg.batch) if n - i >= 2)  # a batch of 1 is skipped (BatchNorm)
     total, warmup = cfg.epochs * per_epoch, int(round(cfg.warmup_epochs * per_epoch))
     log = open(log_path, "w") if log_path else None
-    sched = (0, total, warmup)  # the step, of the cosine's total, after its warm-up
+    step = 0  # of the cosine's total, after its warm-up
     try:
+        def forward(idx):  # logits of a batch of augmented pairs
+            a, b = pair_augment(onset[idx], apex[idx], cfg.aug, g)
+            with amp:
+                return rec(a, b).float()
+
         for epoch in range(cfg.epochs):
             t0, rec = time.perf_counter(), rec.train()
-            perm = torch.randperm(n, generator=g).to(device)
-            step, loss_sum, correct, seen = _epoch(rec, opt, (onset, apex, y, weight), perm, cfg, g, amp,
-                                                   sched, tag, epoch)
-            sched = (step, total, warmup)
-            entry = {"epoch": epoch + 1, "step": step, "loss": loss_sum / max(1, seen),
-                    "train_acc": correct / max(1, seen), "lr": opt.param_groups[-1]["lr"],
-                    "sec": round(time.perf_counter() - t0, 3)}
+            step, e = classifier_epoch(forward, opt, y, weight, cfg, g, step, total, warmup,
+                                       f"{tag}, epoch {epoch + 1}")
+            entry = {"epoch": epoch + 1, "step": step, **e, "lr": opt.param_groups[-1]["lr"],
+                     "sec": round(time.perf_counter() - t0, 3)}
             if log:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
@@ -240,7 +227,7 @@ def _run_fold(model, tag: str, sp: dict, frames, table, classes, cfg: FinetuneCo
         from ..checkpoint import save_checkpoint
         save_checkpoint(os.path.join(logdir, f"fold_{sp['file']}.pt"), rec.model,
                         head=rec.head.state_dict(), norm=rec.norm.state_dict(), classes=list(classes),
-                        subject=subject, finetune=_cfg_dict(cfg))
+                        subject=subject, finetune=cfg.as_dict())
     return pred
 
 
@@ -265,12 +252,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     if isinstance(model, (str, os.PathLike)):  # ours or the authors', told apart by the file's content
         from ..checkpoint import load_model
         model = load_model(model, backend=backend)
-    known = {f.name for f in fields(FinetuneConfig)}
-    if set(hparams) - known:
-        raise TypeError(f"unknown fine-tuning settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
-    if isinstance(hparams.get("aug"), dict):
-        hparams["aug"] = PairAugment(**hparams["aug"])
-    cfg = FinetuneConfig(**hparams)
+    cfg = FinetuneConfig.from_hparams(**hparams)
     if freeze:
         return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed,
                         on_error=on_error, epochs=head_epochs)
@@ -312,11 +294,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
         methods.update(feature_baselines(onset, apex, y, splits, n, model.config.patch_size, epochs=head_epochs))
         methods["untrained"] = preds["untrained"]
     return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how=HOW,
-                      extra={"finetune": _cfg_dict(cfg), "device": device, "world_size": world,
+                      extra={"finetune": cfg.as_dict(), "device": device, "world_size": world,
                              "seconds": round(time.time() - t_start, 1), "data_report": report.as_dict()})
 
 
-def _cfg_dict(cfg: FinetuneConfig) -> dict:
-    d = asdict(cfg)
-    d["aug"] = asdict(cfg.aug)
-    return d
