@@ -233,7 +233,8 @@ def test_synth_video_set_is_what_evaluate_reads(tmp_path, capsys):
     data = str(tmp_path / "v")
     assert main(["synth", "--out", data, "--video", "--subjects", "2", "--clips-per-class", "1"]) == 0
     t = load_annotations("synthetic", data)
-    assert len(t) == 8 and all(p.endswith(".mp4") for p in t.path)
+    from micronbert.data.synthetic_motion import MOTION_CLASSES  # synth's default benchmark
+    assert len(t) == 2 * len(MOTION_CLASSES) and all(p.endswith(".mp4") for p in t.path)
     assert t.attrs["report"].counts == {}
     r = t.iloc[0]
     assert read_frames(r.path, [r.onset_index, r.apex_index]).shape[0] == 2
@@ -243,7 +244,7 @@ def test_synth_video_set_is_what_evaluate_reads(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "[evaluate] data: nothing skipped or repaired"
     saved = json.loads((tmp_path / "ev" / "loso.json").read_text())
-    assert saved["n_clips"] == 8 and saved["data_report"] == {"skipped": 0, "repaired": 0, "kinds": {}}
+    assert saved["n_clips"] == len(t) and saved["data_report"] == {"skipped": 0, "repaired": 0, "kinds": {}}
 
 
 def test_header_only_sheet_is_a_clear_error(tmp_path):

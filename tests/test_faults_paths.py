@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from micronbert.data.annotations import load_annotations, load_long_annotations
+from micronbert.data.annotations import load_annotations
+from micronbert.data.long_videos import load_long_annotations
 from micronbert.data.io import DataError
 from micronbert.data.pairs import find_clips
 from micronbert.data.report import DataReport

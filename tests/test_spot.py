@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from micronbert.cli import main
-from micronbert.data.annotations import load_long_annotations
+from micronbert.data.long_videos import load_long_annotations
 from micronbert.data.io import DataError, read_frames
 from micronbert.spot import (SpotParams, intervals_from_curve, iou, match, megc_counts, prf,
                              spot_one)

@@ -64,8 +64,8 @@ def offset_index(row) -> int:
     """0-based index of a table row's offset frame (the table carries onset/apex indices)."""
     if hasattr(row, "offset_index"):
         return int(row.offset_index)
-    from ..data.annotations import _frame_numbers
-    numbers = _frame_numbers(row.path)
+    from ..data.sheets import frame_numbers
+    numbers = frame_numbers(row.path)
     return numbers.index(int(row.offset)) if int(row.offset) in numbers else len(numbers) - 1
 
 

@@ -226,7 +226,7 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
     with the default p and with p fitted leave-one-subject-out. Writes per video
     OUT/videos/<video>/intervals*.{csv,json} and score.png, and OUT/spot_results.json,
     OUT/spot_f1.png (F1 per class and method)."""
-    from ..data.annotations import load_long_annotations
+    from ..data.long_videos import load_long_annotations
     table = load_long_annotations(dataset, root, on_error)
     videos = table.attrs["videos"]
     if not videos:
