@@ -92,7 +92,9 @@ def test_help_lists_commands_models_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--help"])
     out = capsys.readouterr().out
-    assert "micronbert_tiny_nullkey" in out and "(default: micronbert_s8)" in out
+    out = " ".join(out.split())
+    assert "micronbert_tiny_nullkey" in out and "default: micronbert_tiny on a CPU" in out
+    assert "micronbert_s8 (the paper's) on CUDA" in out and "(default: 0)" in out  # --seed, --min-lr
     assert "{auto,triton,torch,reference}" in out and "(default: auto)" in out
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
@@ -131,7 +133,8 @@ def test_memory_guard_refuses_what_cannot_fit_and_names_the_flags(tmp_path, caps
     from micronbert import create_model
     # the real machine: micronbert_s8 at a batch no machine here holds
     with pytest.raises(SystemExit) as e:
-        main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "100000"])
+        main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "100000",
+              "--model", "micronbert_s8"])
     msg = str(e.value)
     for w in ("micronbert_s8", "--batch 100000", "GB", "--accum", "--model micronbert_tiny",
               "--no-memory-check"):
