@@ -18,7 +18,7 @@ def model_from(args):
     backend = getattr(args, "backend", "auto")
     if getattr(args, "checkpoint", None):
         return load_model(args.checkpoint, backend=backend)
-    if args.cmd in UNTRAINED_WARNED:
+    if getattr(args, "cmd", None) in UNTRAINED_WARNED:
         print(f"[{args.cmd}] {untrained_note(args)}", file=sys.stderr, flush=True)
     try:
         overrides = json.loads(args.overrides) if getattr(args, "overrides", None) else {}
