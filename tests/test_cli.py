@@ -5,11 +5,14 @@ from micronbert.cli import main
 from micronbert.maps import roc_auc
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "3", "--batch", "4", "--subjects", "3",
                  "--clips-per-class", "1", "--held-out", "1", "--corpus-faces", "2",
                  "--corpus-clips", "2"]) == 0
+    said = capsys.readouterr().out  # short: no JSON dump; where the checkpoint is, what comes next
+    assert len(said.splitlines()) < 40 and not any(x.startswith(("{", '  "')) for x in said.splitlines())
+    assert f"checkpoint: {out / 'pretrain' / 'last.pt'}" in said and "next:" in said
     res = json.loads((out / "results.json").read_text())
     for k in ("map_auc", "map_auc_untrained", "map_auc_no_motion_control"):
         assert 0 <= res[k] <= 1, k
