@@ -110,6 +110,8 @@ def test_readme_guide_is_timed_and_runs_at_tiny_sizes(tmp_path, monkeypatch, cap
         assert f".venv/bin/{line}\n" in readme and f"`{line}`" in times, line
         assert main(_tiny(_micronbert_argv(line))) == 0, line
     out = capsys.readouterr()
+    for sec, load in re.findall(r"\| (\d+) \| ([\d.]+) \| 0 \|", times):  # README quotes each time
+        assert f"({sec} s, load {load})" in readme, (sec, load)
     assert "so the learning rate goes from" in out.err  # the resume explains its schedule
     assert "next: evaluate it" in out.out
     assert json.loads((tmp_path / "runs" / "ev" / "loso.json").read_text())["n_subjects"] == 2
