@@ -129,8 +129,8 @@ def _spot(args):
         res = spot_one(args.video, args.out, model, fps=args.fps, method=args.method,
                        params=SpotParams(args.fps, **kw), batch=args.batch, flow_size=args.flow_size,
                        mp4=args.mp4, source="dali" if args.dali else "pyav")
-        print(json.dumps({n: len(v) for n, v in res["intervals"].items()} |
-                         {"frames_per_s": round(res["frames_per_s"], 1)}))
+        found = ", ".join(f"{n} {len(v)}" for n, v in res["intervals"].items())
+        print(f"[spot] intervals found: {found}; {res['frames_per_s']:.1f} frames/s")
         mark_untrained(args, "intervals.json")
         print(f"[spot] wrote {args.out}: intervals.csv/json, scores.csv, score.png"
               + (", spot_map.mp4" if args.mp4 else ""))
