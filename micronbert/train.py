@@ -167,6 +167,18 @@ class Run:
         self.log = self.tb = None
 
 
+def schedule_change(path: str, old_steps: int, step, tc: TrainConfig) -> str:
+    """The line that explains a resume with another ``--steps``: the cosine is stretched, so
+    the learning rate jumps from where the old schedule left it."""
+    line = f"[pretrain] {path}: steps {old_steps} -> {tc.steps}: the schedule (warm-up, cosine) is stretched"
+    if not isinstance(step, int) or step < 1:
+        return f"{line} from step {step}"
+    was = cosine_lr(step - 1, old_steps, tc.lr, tc.warmup, tc.min_lr)
+    now = cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.min_lr)
+    return (f"{line}, so the learning rate goes from {was:.2g} (step {step - 1} of {old_steps}) to "
+            f"{now:.2g} at step {step}: the cosine to --min-lr now ends at step {tc.steps}")
+
+
 def check_resume(ck: dict, model, tc: TrainConfig, loader, path: str,
                  allow_config_change: bool = False) -> None:
     """Compare a checkpoint's model config and run settings with this run's; a difference
@@ -182,8 +194,7 @@ def check_resume(ck: dict, model, tc: TrainConfig, loader, path: str,
     now = run_settings(tc, loader)
     diff += settings_diff(saved, now, free=FREE)
     if saved.get("steps") not in (None, tc.steps) and dist_info()[0] == 0:
-        print(f"[pretrain] {path}: steps {saved['steps']} -> {tc.steps}: the schedule (warm-up, "
-              f"cosine) is stretched from step {ck.get('step')}", file=sys.stderr)
+        print(schedule_change(path, saved["steps"], ck.get("step"), tc), file=sys.stderr)
     if diff and not allow_config_change:
         raise ConfigMismatch(f"{path}: resuming with settings that differ from the checkpoint's "
                              f"({'; '.join(diff)}); give the same flags, or pass "
@@ -353,6 +364,8 @@ def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
     """
     from tqdm import tqdm
 
+    from .console import bar_on
+
     known = {f.name for f in fields(TrainConfig)}
     if set(hparams) - known:
         raise TypeError(f"unknown training settings {sorted(set(hparams) - known)}; known: {sorted(known)}")
@@ -360,7 +373,7 @@ def train(model, loader, steps: int, out_dir: str, resume: Optional[str] = None,
     run = setup_run(model, loader, tc, out_dir, resume, device, allow_config_change)
     records = []
     model.train()
-    bar = tqdm(range(run.start, steps), desc="pretrain", disable=not progress or run.rank != 0,
+    bar = tqdm(range(run.start, steps), desc="pretrain", disable=not bar_on(progress) or run.rank != 0,
                initial=run.start, total=steps, mininterval=1.0)
     try:
         for step in bar:

@@ -175,7 +175,7 @@ def save_score_curves(path: str, curves: Dict[str, np.ndarray], found: Dict[str,
                       thresholds: Dict[str, float], fps: float, gt: Optional[List[dict]] = None,
                       title: str = ""):
     """One panel per method: the curve, its threshold, the found intervals (orange: micro,
-    purple: macro) and the ground truth (a strip under the curve)."""
+    purple: macro) and the ground truth ``gt`` (a strip under the curve; None: none given)."""
     plt = _plt()
     fig, axes = plt.subplots(len(curves), 1, figsize=(12, 2.6 * len(curves)), squeeze=False)
     colors = {"micro": "tab:orange", "macro": "tab:purple"}
@@ -192,8 +192,8 @@ def save_score_curves(path: str, curves: Dict[str, np.ndarray], found: Dict[str,
         ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
         ax.set_ylabel(name)
         ax.set_xlim(0, len(c) / fps)
-    axes[-1, 0].set_xlabel("seconds (shaded: found; strip at the bottom: ground truth; "
-                           "orange micro, purple macro)")
+    truth = "no ground truth given" if gt is None else "strip at the bottom: ground truth"
+    axes[-1, 0].set_xlabel(f"seconds (shaded: found; {truth}; orange micro, purple macro)")
     if title:
         axes[0, 0].set_title(title)
     _written(plt, fig, path)

@@ -5,11 +5,14 @@ from micronbert.cli import main
 from micronbert.maps import roc_auc
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "3", "--batch", "4", "--subjects", "3",
                  "--clips-per-class", "1", "--held-out", "1", "--corpus-faces", "2",
                  "--corpus-clips", "2"]) == 0
+    said = capsys.readouterr().out  # short: no JSON dump; where the checkpoint is, what comes next
+    assert len(said.splitlines()) < 40 and not any(x.startswith(("{", '  "')) for x in said.splitlines())
+    assert f"checkpoint: {out / 'pretrain' / 'last.pt'}" in said and "next:" in said
     res = json.loads((out / "results.json").read_text())
     for k in ("map_auc", "map_auc_untrained", "map_auc_no_motion_control"):
         assert 0 <= res[k] <= 1, k
@@ -92,7 +95,9 @@ def test_help_lists_commands_models_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--help"])
     out = capsys.readouterr().out
-    assert "micronbert_tiny_nullkey" in out and "(default: micronbert_s8)" in out
+    out = " ".join(out.split())
+    assert "micronbert_tiny_nullkey" in out and "default: micronbert_tiny on a CPU" in out
+    assert "micronbert_s8 (the paper's) on CUDA" in out and "(default: 0)" in out  # --seed, --min-lr
     assert "{auto,triton,torch,reference}" in out and "(default: auto)" in out
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
@@ -131,7 +136,8 @@ def test_memory_guard_refuses_what_cannot_fit_and_names_the_flags(tmp_path, caps
     from micronbert import create_model
     # the real machine: micronbert_s8 at a batch no machine here holds
     with pytest.raises(SystemExit) as e:
-        main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "100000"])
+        main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "100000",
+              "--model", "micronbert_s8"])
     msg = str(e.value)
     for w in ("micronbert_s8", "--batch 100000", "GB", "--accum", "--model micronbert_tiny",
               "--no-memory-check"):

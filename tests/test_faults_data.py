@@ -240,7 +240,8 @@ def test_synth_video_set_is_what_evaluate_reads(tmp_path, capsys):
     assert read_frames(r.path, [r.onset_index, r.apex_index]).shape[0] == 2
     capsys.readouterr()
     assert main(["evaluate", "--data", data, "--dataset", "synthetic", "--out", str(tmp_path / "ev"),
-                 "--model", "micronbert_tiny", "--head-epochs", "2", "--on-error", "skip"]) == 0
+                 "--model", "micronbert_tiny", "--head-epochs", "2", "--on-error", "skip",
+                 "--allow-untrained"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "[evaluate] data: nothing skipped or repaired"
     saved = json.loads((tmp_path / "ev" / "loso.json").read_text())

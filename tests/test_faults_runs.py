@@ -285,7 +285,7 @@ def test_missing_tensorboard_names_the_extra(data, tmp_path, capsys, monkeypatch
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "tensorboard" else real(n, *a))
     _fails(capsys, ["pretrain", "--data", str(data), "--out", str(tmp_path / "r"), *TINY, "--steps", "1",
-                    "--tensorboard"], "micronbert-fused[tensorboard]", code=2)
+                    "--tensorboard"], '".[tensorboard]"', code=2)
     assert not (tmp_path / "r" / "log.jsonl").exists()
 
 

@@ -22,7 +22,9 @@ fi
 PIP=".venv/bin/python -m pip -q --disable-pip-version-check"
 .venv/bin/python -c "import torch" 2>/dev/null || $PIP install torch==2.13.0
 if ! .venv/bin/python -c "import triton" 2>/dev/null; then
-  case "$(.venv/bin/python -c 'import torch; print(torch.__version__)')" in
+  # the version from the package metadata: `import torch` before numpy is installed (a
+  # fresh venv) prints "Failed to initialize NumPy"
+  case "$(.venv/bin/python -c 'from importlib.metadata import version; print(version("torch"))')" in
     2.13.*) $PIP install triton==3.7.1 ;;
     *) $PIP install "triton>=3.6" ;;
   esac

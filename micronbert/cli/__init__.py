@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Dict
 
+from ..install import install_hint
 from . import commands
 from .demo import demo
 
@@ -33,7 +34,7 @@ def error_line(e: BaseException, extras: Dict[str, str] = EXTRAS) -> str:
     msg = " ".join(str(e).split("\n")).strip()
     if isinstance(e, ModuleNotFoundError):
         extra = extras.get((e.name or "").split(".")[0])
-        where = f"pip install 'micronbert-fused[{extra}]'" if extra else f"pip install {e.name}"
+        where = install_hint(extra) if extra else f"pip install {e.name}"
         return f"needs the Python module {e.name!r}, which this install leaves out: {where}"
     if isinstance(e, (OSError, ValueError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
         return msg or type(e).__name__
@@ -57,7 +58,7 @@ def check(args, flags) -> None:
 def main(argv=None) -> int:
     """Run ``micronbert`` on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     from .. import runs
-    from .parser import apply_config_file, build_parser
+    from .parser import apply_config_file, build_parser, model_default
     parser, subparsers, tables = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
         return 0
     try:
         apply_config_file(subparsers[args.cmd], args, argv[argv.index(args.cmd) + 1:])
+        if getattr(args, "model", "") is None:
+            args.model = model_default()
         check(args, tables[args.cmd])
         runs.check_writable(args.out)  # every command has --out: fail now, not after the work
         with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files

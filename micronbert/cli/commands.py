@@ -18,6 +18,8 @@ def model_from(args):
     backend = getattr(args, "backend", "auto")
     if getattr(args, "checkpoint", None):
         return load_model(args.checkpoint, backend=backend)
+    if getattr(args, "cmd", None) in UNTRAINED_WARNED:
+        print(f"[{args.cmd}] {untrained_note(args)}", file=sys.stderr, flush=True)
     try:
         overrides = json.loads(args.overrides) if getattr(args, "overrides", None) else {}
         if not isinstance(overrides, dict):
@@ -26,6 +28,46 @@ def model_from(args):
     except (TypeError, ValueError) as e:
         raise UsageError(f"--model {args.model} --overrides {getattr(args, 'overrides', None)!r}: "
                          f"{e}") from e
+
+
+# the commands that run a model for its results: without --checkpoint they say, on stderr and
+# in their result files, that its weights are untrained
+UNTRAINED_WARNED = ("spot", "evaluate", "finetune", "visualize")
+
+
+def untrained_note(args) -> str:
+    return (f"WARNING: no --checkpoint: {args.model} with UNTRAINED (random) weights; its results say "
+            f"nothing of a trained model (pretrain, then --checkpoint OUT/last.pt)")
+
+
+def mark_untrained(args, *names) -> None:
+    """Write the untrained-weights warning into the result files ``names`` of ``args.out``
+    (JSON: the key "weights"; Markdown: a first line), when the model had no checkpoint."""
+    if getattr(args, "checkpoint", None) or getattr(args, "method", None) == "flow":
+        return
+    for name in names:
+        path = os.path.join(args.out, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            text = f.read()
+        if name.endswith(".json"):
+            text = json.dumps({"weights": untrained_note(args), **json.loads(text)}, indent=2)
+        else:
+            text = f"**{untrained_note(args)}**\n\n{text}"
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def refuse_double_untrained(args) -> None:
+    """evaluate/finetune without --checkpoint: the "model" row would be the untrained baseline
+    a second time; refused unless --allow-untrained (or --no-baselines)."""
+    from ..runs import UsageError
+    if args.checkpoint or args.no_baselines or args.allow_untrained or args.model.startswith("slstt"):
+        return
+    raise UsageError(f"{args.cmd} without --checkpoint would score the untrained {args.model} as the "
+                     f"model, the same as its 'untrained' baseline row: pass --checkpoint (e.g. "
+                     f"runs/pt/last.pt from pretrain), or --allow-untrained to run it anyway")
 
 
 def cmd_synth(args):
@@ -52,12 +94,17 @@ def cmd_synth(args):
 def _next_commands(data, clip, run="runs/pt"):
     """The commands that follow `micronbert synth` (they run on a 2-core CPU as printed), with
     the command as it was called (``.venv/bin/micronbert`` stays so)."""
-    mb = sys.argv[0] if os.path.basename(sys.argv[0]) == "micronbert" else "micronbert"
+    mb = _invoked_as()
     return ("[synth] next: pre-train on it, evaluate (LOSO) and look at the maps:\n"
             f"  {mb} pretrain --data {data} --out {run} --model micronbert_tiny --batch 8 --steps 200\n"
             f"  {mb} evaluate --data {data} --checkpoint {run}/last.pt --out {run}/eval\n"
             f"  {mb} visualize --checkpoint {run}/last.pt --clip {os.path.join(data, clip)} "
             f"--out {run}/viz")
+
+
+def _invoked_as() -> str:
+    """The command as it was called (``.venv/bin/micronbert`` stays so)."""
+    return sys.argv[0] if os.path.basename(sys.argv[0]) == "micronbert" else "micronbert"
 
 
 def cmd_spot(args):
@@ -77,21 +124,21 @@ def _spot(args):
     model = None
     if args.method != "flow":
         model = model_from(args)
-        if not args.checkpoint:
-            print(f"[spot] no --checkpoint: {args.model} with untrained weights", file=sys.stderr)
     kw = {k: v for k, v in (("k", args.k), ("p", args.p)) if v is not None}
     if args.video:
         res = spot_one(args.video, args.out, model, fps=args.fps, method=args.method,
                        params=SpotParams(args.fps, **kw), batch=args.batch, flow_size=args.flow_size,
                        mp4=args.mp4, source="dali" if args.dali else "pyav")
-        print(json.dumps({n: len(v) for n, v in res["intervals"].items()} |
-                         {"frames_per_s": round(res["frames_per_s"], 1)}))
+        found = ", ".join(f"{n} {len(v)}" for n, v in res["intervals"].items())
+        print(f"[spot] intervals found: {found}; {res['frames_per_s']:.1f} frames/s")
+        mark_untrained(args, "intervals.json")
         print(f"[spot] wrote {args.out}: intervals.csv/json, scores.csv, score.png"
               + (", spot_map.mp4" if args.mp4 else ""))
         return res
     res = spot_dataset(args.dataset, args.data, args.out, model, method=args.method,
                        on_error=args.on_error, params_kw=kw, batch=args.batch, flow_size=args.flow_size,
                        source="dali" if args.dali else "pyav")
+    mark_untrained(args, "spot_results.json")
     print(format_table(res))
     print(f"[spot] wrote {args.out}: spot_results.json, spot_f1.png, videos/<video>/")
     return res
@@ -128,10 +175,28 @@ def cmd_pretrain(args):
                 allow_config_change=args.allow_config_change)
     if rank == 0:
         _save_loss_curves(args.out)
-        print(json.dumps({"steps": len(rec), "last": rec[-1] if rec else None,
-                          "loader": loader.report | {"errors": loader.report["errors"][:5]},
-                          "data_report": loader.data_report.as_dict()}))
+        _pretrain_summary(args, rec, loader)
     return rec
+
+
+def _pretrain_summary(args, rec, loader):
+    """OUT/summary.json (the last step, the loader's and the data's reports); a few lines on
+    stdout, ending with the commands that follow."""
+    summary = {"steps": len(rec), "last": rec[-1] if rec else None,
+               "loader": loader.report | {"errors": loader.report["errors"][:5]},
+               "data_report": loader.data_report.as_dict()}
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    last = rec[-1] if rec else {}
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith("loss"))
+    print(f"[pretrain] {len(rec)} steps run" + (f", step {last.get('step')}: {losses}" if last else ""))
+    print("[pretrain] " + loader.data_report.line())
+    print(f"[pretrain] wrote {args.out}: last.pt, log.jsonl, loss.png, summary.json")
+    ck = os.path.join(args.out, "last.pt")
+    mb = _invoked_as()
+    print(f"[pretrain] next: evaluate it (LOSO, beside baselines) and look at its maps:\n"
+          f"  {mb} evaluate --data {args.data} --checkpoint {ck} --out {os.path.join(args.out, 'eval')}\n"
+          f"  {mb} visualize --checkpoint {ck} --clip CLIP_OR_VIDEO --out {os.path.join(args.out, 'viz')}")
 
 
 # the flags of `pretrain` that are pretrain_loader's settings
@@ -173,6 +238,7 @@ def _check_memory(args, model, world):
 
 def cmd_evaluate(args):
     from ..recognition.probe import evaluate
+    refuse_double_untrained(args)
     table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     model = model_from(args)
     res = evaluate(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
@@ -184,6 +250,7 @@ def cmd_evaluate(args):
 def _print_loso(args, res):
     from ..data.report import DataReport
     from ..recognition.report import results_table
+    mark_untrained(args, "loso.json", "loso.md")
     print(results_table(res))
     print(f"[{args.cmd}] " + DataReport.from_dict(res["data_report"]).line())
 
@@ -192,6 +259,7 @@ def cmd_finetune(args):
     import torch
 
     from ..train import init_distributed
+    refuse_double_untrained(args)
     init_distributed()  # torchrun: the folds are dealt to the ranks
     table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     torch.manual_seed(args.seed)  # a named config without --checkpoint: the same init on every rank

@@ -134,10 +134,21 @@ def _write(args, out: dict) -> None:
         json.dump(out, f, indent=2)
     table_md = write_comparison(args.out, out, f"{args.model}, {args.steps} steps, nuisance {nuisance}, "
                                                f"seed {args.seed}")
-    print(json.dumps({k: v for k, v in out.items() if k != "map_diagnostics"}, indent=2))
     print(f"[demo] the model beside its baselines (nuisance {nuisance}):\n{table_md}")
-    print(f"[demo] wrote {args.out}: results.json, results.md, results.png, motion_maps.png, "
-          f"confusion.png, loss.png, loso.json, folds.csv, pretrain/last.pt")
+    print(f"[demo] wrote {args.out}: results.md, results.json (every number), results.png, motion_maps.png, "
+          f"confusion.png, loso_bars.png, loss.png, loso.json, folds.csv")
+    _print_next(args)
+
+
+def _print_next(args) -> None:
+    """Where the demo's checkpoint is, and the commands that use it."""
+    ck, data = os.path.join(args.out, "pretrain", "last.pt"), os.path.join(args.out, "data")
+    print(f"[demo] checkpoint: {ck} ({args.model}, {args.steps} steps)\n"
+          f"[demo] next: use it on the demo's data (or your own), or run the steps yourself (README):\n"
+          f"  micronbert evaluate --data {data} --checkpoint {ck} --out runs/demo-eval\n"
+          f"  micronbert visualize --checkpoint {ck} --clip {os.path.join(data, 'sub01', 'EP01_01')} "
+          f"--out runs/demo-viz\n"
+          f"  micronbert spot --video VIDEO --checkpoint {ck} --out runs/demo-spot")
 
 
 def _held_out_maps(model, table, masks_root):

@@ -76,11 +76,22 @@ def default(source, name: str):
 
 
 # ------------------------------------------------------------------ the tables
-def model_flags(models, checkpoint="ours or the authors' checkpoint",
+# --model's default (model_default): the demo's model on a CPU, the paper's on CUDA
+CPU_MODEL, CUDA_MODEL = "micronbert_tiny", "micronbert_s8"
+MODEL_DEFAULT = f"default: {CPU_MODEL} on a CPU (the demo's), {CUDA_MODEL} (the paper's) on CUDA"
+
+
+def model_default() -> str:
+    """--model when the line and --config leave it out: what fits this machine."""
+    import torch
+    return CUDA_MODEL if torch.cuda.is_available() else CPU_MODEL
+
+
+def model_flags(models, checkpoint="ours or the authors' checkpoint (without it: untrained weights)",
                 model="named config (without --checkpoint)") -> List[Flag]:
     """--checkpoint, --model, --overrides and --backend: which model a command runs."""
     return [Flag("--checkpoint", checkpoint, str),
-            Flag("--model", model, str, "micronbert_s8", choices=models),
+            Flag("--model", f"{model}; {MODEL_DEFAULT}", str, None, choices=models),
             Flag("--overrides", "JSON of config overrides", str),
             backend_flag()]
 
@@ -251,12 +262,16 @@ def recognition_flags(models, name: str) -> List[Flag]:
              "megc2019: the 3-class composite of CASME II, SAMM and SMIC, with "
              "--data casme2=DIR,samm=DIR,smic=DIR) "
              "(default: detected from the folder's sheet or folders)", str, None, choices=DATASETS),
-        Flag("--class-map", "casme2_5 | megc2019_3 | own ...", str),
+        Flag("--class-map", "the classes: casme2_5 | megc2019_3 | casme3_7 | casme3_4 | casme3_3 | own "
+             "(default: the dataset's own: casme2_5 for casme2, megc2019_3 for megc2019, the emotions "
+             "as written otherwise)", str),
         Flag("--out", "output folder", str, required=True),
         *model_flags(models),
         Flag("--head-epochs", "epochs of the linear head per fold (probe and feature baselines)", int, 300,
              "int>=1"),
         Flag("--no-baselines", "skip the pixel difference, optical flow and untrained-model baselines"),
+        Flag("--allow-untrained", "run without --checkpoint although the model row is then the "
+             "untrained baseline again (refused otherwise)"),
         Flag("--seed", "seed of the folds' training and the untrained model", int, 0),
         *(finetune_own_flags() if name == "finetune" else []),
         Flag("--on-error", "unreadable clip or sheet row: stop with an error naming it, or skip it", str,
@@ -280,6 +295,17 @@ FINETUNE_HELP = ("LOSO: encoder + DMA + head fine-tuned end to end per fold (tor
 EVALUATE_HELP = ("LOSO linear probe: a linear head per fold on frozen encoder + DMA features, "
                  "beside baselines")
 
+TOP_HELP = f"""start here: micronbert demo
+  (synthesises micro-expressions of real faces, pre-trains the paper's μ-BERT for a few
+  minutes on a CPU, scores it beside baselines; README.md says what it shows)
+
+μ-BERT (Micron-BERT, CVPR 2023) with fused Triton kernels: pre-train, evaluate, fine-tune,
+spot and visualize micro-expressions. `micronbert COMMAND -h`: the command's flags with
+their defaults. --model default:
+  {CPU_MODEL} on a CPU (the demo's), {CUDA_MODEL} (the paper's) on CUDA.
+
+usage: micronbert [--debug] COMMAND [-h] [flags]"""
+
 # command -> (its table, its help), in the order of `micronbert --help`
 COMMANDS = {
     "demo": (demo_flags, "end-to-end demo on synthetic micro-expressions of real faces (CPU)"),
@@ -299,9 +325,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     off switches)."""
 
     def _get_help_string(self, action):
-        if action.required or action.default in (None, False, argparse.SUPPRESS):
+        d = action.default  # by identity: 0 and 0.0 (--seed, --min-lr) are defaults to show
+        if action.required or d is None or d is False or d is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
+
+
+class TopHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """The top-level help: its description as written (line breaks kept)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -315,7 +346,8 @@ def build_parser():
     """(the ``micronbert`` parser, {command: its subparser}, {command: its flags})."""
     from ..config import CONFIGS
     models = sorted(CONFIGS)
-    p = Parser(prog="micronbert", description="μ-BERT with fused kernels", formatter_class=HelpFormatter)
+    p = Parser(prog="micronbert", description=TOP_HELP, formatter_class=TopHelpFormatter,
+               usage=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     tables = {}
@@ -352,8 +384,9 @@ def check_flags(args, flags: List[Flag]) -> None:
     if getattr(args, "tensorboard", False):
         import importlib.util
         if importlib.util.find_spec("tensorboard") is None:
-            raise UsageError("--tensorboard needs the package tensorboard: "
-                             "pip install 'micronbert-fused[tensorboard]' (or drop --tensorboard)")
+            from ..install import install_hint
+            raise UsageError(f"--tensorboard needs the package tensorboard: "
+                             f"{install_hint('tensorboard')} (or drop --tensorboard)")
 
 
 def given_flags(parser, argv: List[str]) -> set:

@@ -20,8 +20,9 @@ def dali_device(device: Optional[str], who: str) -> str:
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as e:
+        from ..install import install_hint
         raise ImportError(f"{who} needs NVIDIA DALI: pip install nvidia-dali-cuda120 "
-                          "(or the extra micronbert-fused[dali])") from e
+                          f"(or {install_hint('dali')})") from e
     device = device or ("gpu" if torch.cuda.is_available() else "cpu")
     if device not in ("gpu", "cpu"):
         raise ValueError(f"{who}: device must be 'gpu' or 'cpu', got {device!r}")

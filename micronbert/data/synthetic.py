@@ -321,6 +321,8 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
     import pandas as pd
     from tqdm import tqdm
 
+    from ..console import bar_on
+
     from .synthetic_motion import benchmark_classes, draw_motion, write_benchmark_json
     nz = nuisance_level(nuisance)
     classes = benchmark_classes(benchmark)
@@ -335,7 +337,7 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
     if round(nz.still * clips_per_class):
         counts[NO_MOTION] = round(nz.still * clips_per_class)
     todo = [(s, c, k) for s in range(n_subjects) for c in counts for k in range(counts[c])]
-    for s, cls, k in tqdm(todo, desc="synth", disable=not progress, leave=False):
+    for s, cls, k in tqdm(todo, desc="synth", disable=not bar_on(progress), leave=False):
         subj = f"sub{s + 1:02d}"
         clip = f"EP{list(counts).index(cls) + 1:02d}_{k + 1:02d}"
         info = {"subject": subj, "clip": clip, "class": cls}
@@ -368,6 +370,8 @@ def write_pretraining_corpus(out: str, faces, clips_per_face: int = 8, size: int
     without micro-motion as the labeled set has (``still / (4 + still)`` of them)."""
     from tqdm import tqdm
 
+    from ..console import bar_on
+
     nz = nuisance_level(nuisance)
     pool = face_images(size)
     faces = list(faces)
@@ -377,7 +381,7 @@ def write_pretraining_corpus(out: str, faces, clips_per_face: int = 8, size: int
     gn = None if nz.is_none else _nuisance_rng(seed)
     p_still = nz.still / (len(SYNTH_CLASSES) + nz.still)
     todo = [(f, k) for f in faces for k in range(clips_per_face)]
-    for f, k in tqdm(todo, desc="corpus", disable=not progress, leave=False):
+    for f, k in tqdm(todo, desc="corpus", disable=not bar_on(progress), leave=False):
         cls = random_motion(g)
         if gn is not None and float(torch.rand(1, generator=gn)) < p_still:
             cls = NO_MOTION

@@ -152,6 +152,8 @@ def write_synthetic_long(out: str, n_subjects: int = 4, videos_per_subject: int 
     from PIL import Image
     from tqdm import tqdm
 
+    from ..console import bar_on
+
     from .io import write_video
     if nuisance not in NUISANCE:
         raise ValueError(f"unknown nuisance level {nuisance!r}; known: {sorted(NUISANCE)}")
@@ -171,7 +173,7 @@ def write_synthetic_long(out: str, n_subjects: int = 4, videos_per_subject: int 
     rows[1][0] = json.dumps(asdict(cfg))
     rows.append(list(SAMM_LONG_COLUMNS))
     todo = [(s, v) for s in range(n_subjects) for v in range(videos_per_subject)]
-    for s, v in tqdm(todo, desc="synth --long", disable=not progress, leave=False):
+    for s, v in tqdm(todo, desc="synth --long", disable=not bar_on(progress), leave=False):
         name = f"{s + 1:03d}_{v + 1}"
         events = schedule_events(n_frames, fps, g)
         frames = render_long_video(faces[s], n_frames, fps, size, events, nuisance, g)

@@ -31,6 +31,8 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
     ``frames``: where the frames come from, uint8 frames (H, W, 3) or sequences (F, H, W, 3),
     numpy or torch, on the CPU or the GPU (``iter_frames_dali``); default ``iter_frames(path)``."""
     from tqdm import tqdm
+
+    from ..console import bar_on
     if window < 1 or batch < 1:
         raise ValueError(f"window and batch must be >= 1 (got {window}, {batch})")
     total = n_frames if n_frames is not None else count_frames(path)
@@ -41,7 +43,7 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
     boxes, faces_found, tail, t0 = [], 0, None, 0
     box = None
     bar = tqdm(total=total, unit="frame", desc=os.path.basename(path.rstrip("/")),
-               disable=not progress, leave=False)
+               disable=not bar_on(progress), leave=False)
     start = time.time()
 
     def flush(arr):
