@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from micronbert.data.benchmark_checks import check_benchmark, mask_positions
+from micronbert.benchmark_checks import check_benchmark, mask_positions
 from micronbert.data.synthetic import NO_MOTION, synthetic_clip, write_synthetic_dataset
 from micronbert.data.synthetic_motion import MOTION_CLASSES, benchmark_classes, benchmark_of
 

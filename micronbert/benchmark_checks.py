@@ -13,7 +13,7 @@ the labels (``chance_band``): a classifier that predicts as often each class but
 nothing of the clip. Clips without motion (``no_motion``) have no position and are left out
 of every recognition check here.
 
-    python -m micronbert.data.benchmark_checks DATA [--patch 8]   # prints JSON
+    python -m micronbert.benchmark_checks DATA [--patch 8]   # prints JSON
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 def chance_band(y, preds, draws: int = 1000, seed: int = 0, q=(0.025, 0.975)):
     """(lo, hi): quantiles ``q`` of the UF1 of ``preds`` permuted against ``y`` ``draws`` times."""
-    from ..evaluate import metrics
+    from .recognition.report import metrics
     y, p = np.asarray(y), np.asarray(preds)
     n = int(max(y.max(), p.max())) + 1
     rng = np.random.default_rng(seed)
@@ -54,7 +54,8 @@ def position_features(pos: torch.Tensor) -> torch.Tensor:
 
 def loso_result(features, y, subjects, seed: int = 0, predictions=None) -> dict:
     """LOSO UF1 of the linear head on ``features`` (or of given ``predictions``) and its chance band."""
-    from ..evaluate import loso, metrics
+    from .recognition.probe import loso
+    from .recognition.report import metrics
     y = torch.as_tensor(y)
     n = int(y.max()) + 1
     preds = predictions if predictions is not None else loso(features.float(), y, subjects, n, seed=seed)[0]
@@ -64,13 +65,13 @@ def loso_result(features, y, subjects, seed: int = 0, predictions=None) -> dict:
 
 def location_prior_auc(table, truth: torch.Tensor, masks_root: str, patch: int = 8) -> float:
     """ROC-AUC of the location prior (each subject's clips scored by the others' mean mask)."""
-    from ..maps import location_prior, patch_pool, roc_auc
+    from .maps import location_prior, per_patch_mean, roc_auc
     size = tuple(truth.shape[1:])
     grid = (size[0] // patch, size[1] // patch)
     scores = torch.zeros(truth.shape)
     for s in sorted(table.subject.unique()):
         test = torch.from_numpy((table.subject == s).to_numpy(copy=True))
-        prior = patch_pool(location_prior(table[~test.numpy()], masks_root, size)[None], patch)
+        prior = per_patch_mean(location_prior(table[~test.numpy()], masks_root, size)[None], patch)
         scores[test] = F.interpolate(prior.reshape(1, 1, *grid), size=size, mode="bilinear",
                                      align_corners=False)[0, 0]
     return roc_auc(scores.numpy(), truth.numpy())
@@ -80,10 +81,11 @@ def check_benchmark(root: str, patch: int = 8, seed: int = 0, baselines: bool = 
     """The three checks on the synthetic set ``root`` (``micronbert synth``'s folder)."""
     from PIL import Image
 
-    from ..evaluate import feature_baselines, loso_splits
-    from ..maps import onset_apex_masks
-    from .annotations import load_annotations
-    from .synthetic_motion import benchmark_of
+    from .recognition.folds import loso_splits
+    from .recognition.probe import feature_baselines
+    from .maps import onset_apex_masks
+    from .data.annotations import load_annotations
+    from .data.synthetic_motion import benchmark_of
     table = load_annotations("synthetic", root)
     masks = os.path.join(root, "masks")
     first = os.path.join(masks, table["subject"].iloc[0], table["clip"].iloc[0] + ".png")
