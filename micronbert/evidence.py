@@ -38,7 +38,7 @@ def comparison_rows(results: dict) -> list:
                      "loso_accuracy": m["accuracy"] if m else None,
                      "loso_uf1": m["uf1"] if m else None,
                      "loso_uar": m["uar"] if m else None})
-    return sorted(rows, key=lambda r: -1.0 if r["map_auc"] is None else -r["map_auc"])
+    return sorted(rows, key=lambda r: (r["map_auc"] is None, -(r["map_auc"] or 0.0)))
 
 
 def markdown_table(rows: list) -> str:
