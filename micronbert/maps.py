@@ -165,8 +165,7 @@ def covering_rows(table, per_class: int = 1) -> list:
     rows, turn = [], 0
     for cls in sorted(table[col].astype(str).unique()):
         for _ in range(per_class):
-            pool = [i for i, (s, c) in enumerate(zip(table.subject, table[col].astype(str)))
-                    if c == cls and i not in rows]
+            pool = [i for i, c in enumerate(table[col].astype(str)) if c == cls and i not in rows]
             if not pool:
                 break
             mine = [i for i in pool if table.subject.iloc[i] == subjects[turn % len(subjects)]]
