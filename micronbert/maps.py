@@ -154,3 +154,21 @@ def map_summary(rows) -> dict:
     out = {r["key"]: r["roc_auc"] for r in rows}
     out["no_motion_control"] = next(r["control_no_motion"] for r in rows if r["key"] == "model")
     return out
+
+
+def covering_rows(table, per_class: int = 1) -> list:
+    """Row positions of ``table`` (subject, label/emotion columns) for a picture of maps:
+    ``per_class`` clips of every class (``no_motion`` too), the subjects taking turns class
+    by class, so more than one subject shows wherever the table has more than one."""
+    subjects = sorted(table.subject.unique())
+    col = "emotion" if "emotion" in table else "label"
+    rows, turn = [], 0
+    for cls in sorted(table[col].astype(str).unique()):
+        for _ in range(per_class):
+            pool = [i for i, c in enumerate(table[col].astype(str)) if c == cls and i not in rows]
+            if not pool:
+                break
+            mine = [i for i in pool if table.subject.iloc[i] == subjects[turn % len(subjects)]]
+            rows.append((mine or pool)[0])
+            turn += 1
+    return rows

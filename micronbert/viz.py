@@ -42,7 +42,8 @@ def _blank_ticks(ax):
 def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None, row_labels=None,
                      no_truth="no ground-truth mask", truth_name="true motion"):
     """A grid, one row per frame pair: I_t, I_t+d, |I_t+d - I_t|, the micro-motion map over
-    I_t, and the true motion (the mask, or ``no_truth`` written in its place), with colour
+    I_t, and the true motion (the mask, or ``no_truth`` written in its place; no such
+    column when both are None), with colour
     bars for the difference and the map, ``row_labels`` (e.g. "sub01 EP01_01 / surprise /
     frames 1 -> 5") down the left and a caption that defines every panel.
 
@@ -54,7 +55,7 @@ def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None, 
     if b == 0:
         raise ValueError("save_motion_maps needs at least one map (a pair of frames)")
     plt = _plt()
-    cols = 5
+    cols = 5 if truth is not None or no_truth else 4
     width = 2.2 * cols + 1.2
     fig, axes = plt.subplots(b, cols, figsize=(width, 2.2 * b + 1.6), squeeze=False,
                              layout="constrained")
@@ -73,7 +74,7 @@ def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None, 
         im_map = ax[3].imshow(maps[i].float().cpu().numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         if truth is not None:
             ax[4].imshow(truth[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        else:
+        elif cols == 5:
             ax[4].text(0.5, 0.5, no_truth, ha="center", va="center", wrap=True, fontsize=7,
                        transform=ax[4].transAxes)
         for x in ax:
@@ -88,7 +89,7 @@ def save_motion_maps(path, frames_t, frames_next, maps, truth=None, title=None, 
         cb.ax.tick_params(labelsize=6)
     fig.supxlabel(textwrap.fill(MAP_CAPTION, int(width * 15)), fontsize=6.5, ha="left", x=0.01)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return fig
@@ -119,7 +120,7 @@ def save_curves(path, records, keys=None, title=None):
     for k in keys or loss_keys(records):
         ys = [r.get(k, float("nan")) for r in records]
         if all(not (y > 0) for y in ys):
-            ax.plot([], [], " ", label=f"{k} = 0 (weight 0: not trained)")
+            ax.plot([], [], " ", label=f"{k}: off in this config (its weight is 0), not drawn")
             continue
         ax.plot(steps, ys, label=k, lw=1.2 if k == "loss" else 0.9)
     ax.set_xlabel("optimiser step")
@@ -131,43 +132,76 @@ def save_curves(path, records, keys=None, title=None):
     return _written(plt, fig, path)
 
 
-def save_confusion(path, matrix, classes, title=None):
+def save_confusion(path, matrix, classes, title=None, normalise=True):
+    """The confusion matrix, rows normalised (each true class sums to 1: the share of its
+    clips predicted as each class, the count beside it) unless ``normalise`` is False."""
     plt = _plt()
     n = len(classes)
+    m = np.asarray(matrix, dtype=np.float64)
+    shown = m / np.maximum(m.sum(1, keepdims=True), 1) if normalise else m
     fig, ax = plt.subplots(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
-    ax.imshow(matrix, cmap="Blues")
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else None)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+            text = f"{shown[i, j]:.2f}\n({int(m[i, j])})" if normalise else str(int(m[i, j]))
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if shown[i, j] > shown.max() / 2 else "black")
     ax.set_xticks(range(n), classes, rotation=35, ha="right", fontsize=7)
     ax.set_yticks(range(n), classes, fontsize=7)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_ylabel("true" + (" (each row sums to 1; clips in brackets)" if normalise else ""))
     return _written(plt, fig, path, ax, title)
 
 
+def _chance_lines(ax, chance, keys, colors):
+    """Dashed chance lines: one ``chance`` level for all metrics, or {key: level} (one line
+    per level, labelled with the metrics it serves)."""
+    if chance is None:
+        return
+    if not isinstance(chance, dict):
+        chance = {k: chance for k, _ in keys}
+    by_level = {}
+    for k, label in keys:
+        if chance.get(k) is not None:
+            by_level.setdefault(round(float(chance[k]), 4), []).append((k, label))
+    for level, ks in by_level.items():
+        color = colors[ks[0][0]] if len(ks) == 1 else "grey"
+        ax.axhline(level, color=color, ls="--", lw=1,
+                   label=f"chance of {' and '.join(lb for _, lb in ks)} = {level:.2f}")
+
+
 def save_bars(path, results, keys=("accuracy", "uf1", "uar"), chance=None, title=None,
-              chance_label="chance UF1", ylim=(0, 1.25)):
+              ylim=(0, 1.25), spread=None):
     """Grouped bars: one group per method (``results``: {name: {key: value or None}}), one
-    bar per metric (``keys``: names, or (name, label) pairs), ``chance`` as a dashed line."""
+    bar per metric (``keys``: names, or (name, label) pairs), ``chance`` as dashed lines
+    (a level, or {key: level}), ``spread`` ({name: {key: [per-fold values]}}) as black
+    points over the bars (one per fold)."""
     plt = _plt()
     names = list(results)
     keys = [k if isinstance(k, tuple) else (k, k.upper() if k != "accuracy" else k) for k in keys]
     x = np.arange(len(names))
     w = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.4))
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.6))
+    colors, dotted = {}, False
     for i, (k, label) in enumerate(keys):
         vals = [np.nan if results[n].get(k) is None else results[n][k] for n in names]
-        bars = ax.bar(x + (i - (len(keys) - 1) / 2) * w, vals, w, label=label)
+        xs = x + (i - (len(keys) - 1) / 2) * w
+        bars = ax.bar(xs, vals, w, label=label)
+        colors[k] = bars.patches[0].get_facecolor() if bars.patches else "grey"
         for b, v in zip(bars, vals):
             if not np.isnan(v):
                 ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
-    if chance is not None:
-        ax.axhline(chance, color="grey", ls="--", lw=1, label=chance_label)
+        for xi, n in zip(xs, names):
+            pts = (spread or {}).get(n, {}).get(k) or []
+            if pts:
+                ax.plot([xi] * len(pts), pts, "k.", ms=3, alpha=0.6,
+                        label=None if dotted else "one point per fold (held-out subject)")
+                dotted = True
+    _chance_lines(ax, chance, keys, colors)
     ax.set_xticks(x, [n.replace("_", " ").replace(" (", "\n(") for n in names], fontsize=7)
     ax.set_ylim(*ylim)
-    ax.legend(fontsize=7, ncol=4, loc="upper center")
+    ax.set_ylabel("score (higher is better)", fontsize=7)
+    ax.legend(fontsize=6.5, ncol=3, loc="upper center")
     return _written(plt, fig, path, ax, title)
 
 

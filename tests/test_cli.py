@@ -5,7 +5,14 @@ from micronbert.cli import main
 from micronbert.maps import roc_auc
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    import functools
+
+    import micronbert.data.loaders as loaders
+    seen = []
+    real = loaders.pretrain_loader
+    spy = functools.wraps(real)(lambda clips, *a, **k: seen.extend(clips) or real(clips, *a, **k))
+    monkeypatch.setattr(loaders, "pretrain_loader", spy)  # the clips pre-training sees
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "3", "--batch", "4", "--subjects", "3",
                  "--clips-per-class", "1", "--held-out", "1", "--corpus-faces", "2",
@@ -25,14 +32,24 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for r in res["map_diagnostics"]:  # the amplitude sweep: map AUC by amplitude of the micro-motion
         assert list(r["by_group"]) == ["0-1 px", "1-2 px", "2-3 px"]
         assert all(v is None or 0 <= v <= 1 for v in r["by_group"].values())
-    # 2 labeled subjects' clips (4 classes + no_motion) + the corpus
-    assert res["pretrain"]["clips"] == 2 * 5 + 2 * 2
+    # pre-training: the corpus of other faces only, no clip of a subject that LOSO scores
+    assert res["pretrain"]["clips"] == 2 * 2 == len(seen)
+    assert all(os.path.relpath(c, out).startswith("corpus" + os.sep) for c in seen)
+    faces = {int(os.path.relpath(c, out / "corpus").split(os.sep)[0][4:]) for c in seen}
+    assert faces == {3, 4} and res["split_detail"]["loso_subjects"] == ["sub01", "sub02", "sub03"]
+    assert "none of the 3 labeled subjects that LOSO scores" in res["split"]
     for k in ("accuracy", "uf1", "uar", "chance_uf1", "n_classes", "n_subjects"):
         assert k in res["loso"]
-    assert res["loso"]["n_subjects"] == 3 and res["loso"]["n_classes"] == 5
+    # the motion benchmark by default: 6 motion classes + no_motion
+    assert res["benchmark"] == "motion"
+    assert res["loso"]["n_subjects"] == 3 and res["loso"]["n_classes"] == 7
     assert 0 <= res["loso"]["baselines"]["untrained"]["uf1"] <= 1
     table = (out / "results.md").read_text()
     assert "pixel difference" in table and "untrained model" in table and f"{res['map_auc']:.3f}" in table
+    assert table.splitlines()[2].startswith("**Does it work?** The model is ")
+    assert "1 - cos of pixel patches" in table and "Split: pre-training saw only" in table
+    loso = json.loads((out / "loso.json").read_text())
+    assert list(loso)[:2] == ["verdict", "chance"] and loso["verdict"][1:] in (out / "loso.md").read_text()
     for f in ("motion_maps.png", "confusion.png", "loss.png", "loso.json", "pretrain/last.pt",
               "pretrain/log.jsonl", "results.md", "results.png"):
         assert (out / f).stat().st_size > 0, f

@@ -43,7 +43,7 @@ def test_evaluate_writes_results(tmp_path):
     assert res["n_subjects"] == 3 and res["n_classes"] == 4 and len(res["model"]["per_fold"]) == 3
     assert res["mode"] == "probe" and res["uf1"] == res["model"]["uf1"]
     assert set(res["baselines"]) == {"pixel_difference", "optical_flow", "untrained"}
-    for f in ("loso.json", "folds.csv", "confusion.png", "loso_bars.png"):
+    for f in ("loso.json", "loso.md", "folds.csv", "confusion.png", "loso_bars.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0
 
 

@@ -181,6 +181,12 @@ def test_spot_cli_end_to_end(tmp_path):
     assert res == 0
     summary = json.load(open(out / "spot_results.json"))
     assert set(summary["loso_p"]) == {"micronbert", "mdmd_flow"} and summary["videos"] == 2
+    # the verdict opens spot_results.json and .md, computed from the LOSO-p F1s
+    from micronbert.spot.run import spot_verdict
+    assert list(summary)[0] == "verdict" and summary["verdict"] == spot_verdict(summary["loso_p"])
+    assert summary["verdict"].startswith("the model (micronbert) is ")
+    md = (out / "spot_results.md").read_text().splitlines()
+    assert md[2] == "**Does it work?** T" + summary["verdict"][1:] and md[4].startswith("Chance: overall F1 0.000")
     # the intervals written per video, scored against the sheet, give the summary's counts
     # (the files and the table report the same spotting); the sheet itself scores F1 1.0
     table = load_long_annotations("synthetic_long", str(data))

@@ -50,7 +50,7 @@ def test_loss_curves_have_axis_labels_and_every_logged_loss(tmp_path):
     for r in recs:
         r["diag_loss"] = 0.0
     legend = [t.get_text() for t in save_curves(tmp_path / "l.png", recs).axes[0].get_legend().get_texts()]
-    assert any(t.startswith("diag_loss = 0") for t in legend)
+    assert "diag_loss: off in this config (its weight is 0), not drawn" in legend
 
 
 def test_visualize_titles_checkpoint_clip_frames_and_shows_the_mask(tmp_path, monkeypatch):
@@ -71,10 +71,56 @@ def test_visualize_titles_checkpoint_clip_frames_and_shows_the_mask(tmp_path, mo
     assert grid[0].get_ylabel().startswith("frames 1 -> ")
 
 
-def test_confusion_matrix_names_axes_classes_and_counts(tmp_path):
+def test_confusion_matrix_is_normalised_per_true_class_with_counts(tmp_path):
     from micronbert.viz import save_confusion
     m = np.array([[3, 1], [0, 4]])
     ax = save_confusion(tmp_path / "c.png", m, ["happy", "sad"], title="LOSO").axes[0]
-    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("predicted", "true", "LOSO")
+    assert (ax.get_xlabel(), ax.get_title()) == ("predicted", "LOSO")
+    assert ax.get_ylabel().startswith("true (each row sums to 1")
     assert [t.get_text() for t in ax.get_xticklabels()] == ["happy", "sad"]
-    assert sorted(t.get_text() for t in ax.texts) == ["0", "1", "3", "4"]
+    assert [t.get_text() for t in ax.texts] == ["0.75\n(3)", "0.25\n(1)", "0.00\n(0)", "1.00\n(4)"]
+    raw = save_confusion(tmp_path / "c.png", m, ["happy", "sad"], normalise=False).axes[0]
+    assert sorted(t.get_text() for t in raw.texts) == ["0", "1", "3", "4"]
+
+
+def test_no_truth_column_without_a_mask(tmp_path):
+    a, b, maps, _ = _pairs()
+    fig = save_motion_maps(tmp_path / "m.png", a, b, maps, None, no_truth=None)
+    grid = [ax for ax in fig.axes if not hasattr(ax, "_colorbar")]
+    assert len(grid) == 2 * 4 and "true motion" not in [ax.get_title() for ax in grid]
+
+
+def test_bars_draw_a_chance_line_per_metric_and_a_point_per_fold(tmp_path):
+    from micronbert.viz import save_bars
+    ax = save_bars(tmp_path / "b.png", {"model": {"map": 0.6, "uf1": 0.3}, "flow": {"map": 0.5, "uf1": 0.4}},
+                   keys=[("map", "map ROC-AUC"), ("uf1", "UF1")], chance={"map": 0.5, "uf1": 0.2},
+                   spread={"model": {"uf1": [0.1, 0.5, 0.3]}}).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "chance of map ROC-AUC = 0.50" in legend and "chance of UF1 = 0.20" in legend
+    assert sorted(y for ln in ax.lines for y in ln.get_ydata() if ln.get_marker() == ".") == [0.1, 0.3, 0.5]
+
+
+def test_visualize_crops_the_face_box_of_spot_and_draws_no_mask_column_without_a_mask(tmp_path, monkeypatch):
+    import micronbert.spot.frames as frames
+    import micronbert.viz as viz
+    from PIL import Image
+
+    from micronbert.cli import main
+    figs, boxes = [], []
+    real = viz.save_motion_maps
+    monkeypatch.setattr(viz, "save_motion_maps", lambda *a, **k: figs.append(real(*a, **k)))
+    monkeypatch.setattr(frames, "chunk_box", lambda f, prev, name: boxes.append(f.shape) or ((40, 8, 72, 40), True))
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(3):  # noise everywhere but a flat square where the face box is
+        img = g.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+        img[8:40, 40:72] = (10, 200, 30)
+        Image.fromarray(img).save(clip / f"img{i + 1}.png")
+    assert main(["visualize", "--model", "micronbert_tiny", "--clip", str(clip), "--out", str(tmp_path / "v")]) == 0
+    assert boxes == [(3, 64, 96, 3)]  # the whole clip went through spot's face box
+    grid = [ax for ax in figs[-1].axes if not hasattr(ax, "_colorbar")]
+    shown = np.asarray(grid[0].images[0].get_array())
+    assert (shown == np.array([10, 200, 30], dtype=np.uint8)).all()  # I_t is the box's crop
+    assert len(grid) == 2 * 4  # no true-motion column: the clip has no mask
+    assert not any("mask" in t.get_text() for ax in grid for t in ax.texts)

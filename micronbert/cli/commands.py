@@ -140,7 +140,8 @@ def _spot(args):
                        source="dali" if args.dali else "pyav")
     mark_untrained(args, "spot_results.json")
     print(format_table(res))
-    print(f"[spot] wrote {args.out}: spot_results.json, spot_f1.png, videos/<video>/")
+    print(f"[spot] verdict: {res['verdict']}")
+    print(f"[spot] wrote {args.out}: spot_results.md/json, spot_f1.png, videos/<video>/")
     return res
 
 
@@ -310,11 +311,12 @@ def _annotation_table(args):
     return table
 
 
-def _clip_mask(clip, size):
+def _clip_mask(clip, box, size):
     """The motion mask of a clip of a `micronbert synth` folder (ROOT/masks/<subject>/<clip>.png
-    beside ROOT/<subject>/<clip>), resized to ``size``: (bool (1, H, W) or None, its path)."""
+    beside ROOT/<subject>/<clip>), cropped to the face ``box`` like the frames and resized to
+    ``size``: bool (1, H, W), or None when the clip has no mask."""
     if not clip:
-        return None, None
+        return None
     import numpy as np
     import torch
     c = os.path.normpath(clip)
@@ -322,10 +324,11 @@ def _clip_mask(clip, size):
     root, subj = os.path.split(subj_dir)
     path = os.path.join(root, "masks", subj, os.path.splitext(name)[0] + ".png")
     if not os.path.isfile(path):
-        return None, path
+        return None
     from PIL import Image
-    m = Image.open(path).convert("L").resize(size[::-1], Image.NEAREST)
-    return torch.from_numpy(np.asarray(m) > 127)[None], path
+    x0, y0, x1, y1 = box
+    m = Image.open(path).convert("L").crop((x0, y0, x1, y1)).resize(size[::-1], Image.NEAREST)
+    return torch.from_numpy(np.asarray(m) > 127)[None]
 
 
 def _layout_or_none(root):
@@ -358,13 +361,17 @@ def cmd_visualize(args):
         from ..data.io import DataError
         raise DataError(f"{args.clip}: {len(frames)} frame; visualize needs a clip of at least 2 "
                         "frames (each frame's map is against the first)")
-    x = resize_u8(torch.from_numpy(frames).permute(0, 3, 1, 2), size)
+    from ..spot.frames import chunk_box
+    raw = torch.from_numpy(np.ascontiguousarray(frames))
+    box, found = chunk_box(raw, None, args.clip or args.frame_a)  # the face, as spot crops it
+    x0, y0, x1, y1 = box
+    x = resize_u8(raw[:, y0:y1, x0:x1].permute(0, 3, 1, 2).contiguous(), size)
     ref = x[:1].expand(len(x) - 1, -1, -1, -1)
     maps = model.micro_motion_map(ref, x[1:])
     os.makedirs(args.out, exist_ok=True)
     k = min(len(maps), 8)
     idx = np.linspace(0, len(maps) - 1, k).round().astype(int)
-    truth, mask_path = _clip_mask(args.clip, size)
+    truth = _clip_mask(args.clip, box, size)
     name = "/".join(os.path.normpath(args.clip).split(os.sep)[-2:]) if args.clip else \
         f"{os.path.basename(args.frame_a)} -> {os.path.basename(args.frame_b)}"
     save_motion_maps(
@@ -372,10 +379,10 @@ def cmd_visualize(args):
         None if truth is None else truth.expand(k, -1, -1),
         title=f"{args.checkpoint or args.model + ' (untrained)'}: {name}, "
               + (f"frame 1 vs frames {idx[0] + 2}..{idx[-1] + 2} of {len(x)}" if args.clip
-                 else "frame a vs frame b"),
+                 else "frame a vs frame b")
+              + ("" if found else " (no face found: the centred square)"),
         row_labels=[f"frames 1 -> {i + 2}\n(d = {i + 1})" for i in idx],
-        no_truth="no ground-truth mask" if args.clip is None else f"no mask at\n{mask_path}",
-        truth_name="true motion (apex mask)")
+        no_truth=None, truth_name="true motion (apex mask)")
     if args.clip and len(maps) > 1:
         from ..data.io import write_video
         import matplotlib.cm as cm

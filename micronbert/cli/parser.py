@@ -110,9 +110,10 @@ def demo_flags(models) -> List[Flag]:
         Flag("--lr", "peak learning rate", float, 2e-3, "float>0"),
         Flag("--subjects", "synthetic subjects (faces)", int, 8, "int>=1"),
         Flag("--clips-per-class", "clips per class and subject", int, 3, "int>=1"),
-        Flag("--held-out", "subjects held out of pre-training", int, 2, "int>=1"),
-        Flag("--corpus-faces", "other faces whose unlabeled clips (motion anywhere) join pre-training",
-             int, 48, "int>=0"),
+        Flag("--held-out", "labeled subjects whose maps are scored (the others' masks make the "
+             "location prior)", int, 2, "int>=1"),
+        Flag("--corpus-faces", "other faces whose unlabeled clips (motion anywhere) are the whole "
+             "pre-training set: no face that LOSO scores", int, 48, "int>=1"),
         Flag("--corpus-clips", "unlabeled clips per corpus face", int, 8, "int>=1"),
         Flag("--model", "named config: micronbert_tiny (the paper's method) or our variant "
              "micronbert_tiny_nullkey", str, "micronbert_tiny", choices=models),
@@ -120,6 +121,9 @@ def demo_flags(models) -> List[Flag]:
         Flag("--nuisance", "nuisance of the synthetic clips (synth --nuisance): head motion, light, "
              "noise, blur, JPEG; none: the clean set a subtraction wins", str, "medium",
              choices=("none", "low", "medium", "high")),
+        Flag("--benchmark", "synthetic benchmark (synth --benchmark): motion = classes are the kind "
+             "and direction of the motion at a place drawn per clip; regions = one fixed region per "
+             "class (the earlier demo's set)", str, "motion", choices=("motion", "regions")),
         backend_flag(),
         Flag("--seed", "seed of everything", int, 0),
     ]

@@ -60,11 +60,25 @@ def summarize(y, preds, splits, n_classes, datasets=None) -> dict:
     return res
 
 
+# loso.json's metrics -> printed names (loso.md, the verdict)
+LOSO_LABELS = {"uf1": "UF1", "uar": "UAR", "accuracy": "accuracy"}
+
+
+def loso_verdict(res: dict) -> str:
+    """The verdict sentence of a loso.json dict (``verdict.verdict`` on UF1, UAR, accuracy)."""
+    from ..verdict import chance_levels, verdict
+    chance = res.get("chance") or chance_levels(res["n_classes"])
+    return verdict(res["model"], res.get("baselines", {}), chance, LOSO_LABELS)
+
+
 def write_loso(out_dir, table, y, classes, methods: Dict[str, torch.Tensor], splits, skipped,
                mode: str, how: Optional[dict] = None, extra: Optional[dict] = None) -> dict:
-    """Write ``loso.json`` ({"model": {accuracy, uf1, uar, per_fold}, "baselines": {name:
-    ...}}, the model's accuracy/uf1/uar also at the top), ``folds.csv`` (the model's folds),
-    ``confusion.png`` (the model) and ``loso_bars.png`` (model and baselines). Returns the dict."""
+    """Write ``loso.json`` (the verdict and chance levels first; {"model": {accuracy, uf1,
+    uar, per_fold}, "baselines": {name: ...}}, the model's accuracy/uf1/uar also at the
+    top), ``loso.md`` (the verdict, then the table with the spread over folds),
+    ``folds.csv`` (the model's folds), ``confusion.png`` (the model's, normalised) and
+    ``loso_bars.png`` (model and baselines, one point per fold). Returns the dict."""
+    from ..verdict import chance_levels
     from ..viz import save_bars, save_confusion
     n = len(classes)
     y = np.asarray(y)
@@ -74,31 +88,66 @@ def write_loso(out_dir, table, y, classes, methods: Dict[str, torch.Tensor], spl
         if how and k in how:
             v["how"] = how[k]
     model = summary.pop("model")
-    scored = int((methods["model"].numpy() >= 0).sum())
-    res = {"accuracy": model["accuracy"], "uf1": model["uf1"], "uar": model["uar"], "mode": mode,
+    p = methods["model"].numpy()
+    scored = int((p >= 0).sum())
+    chance = chance_levels(n, np.bincount(y[p >= 0], minlength=n).tolist())
+    res = {"verdict": "", "chance": chance, "accuracy": model["accuracy"], "uf1": model["uf1"],
+           "uar": model["uar"], "mode": mode,
            "n_classes": n, "n_subjects": int(table["subject"].nunique()), "n_clips": len(table),
            "n_clips_scored": scored, "chance_uf1": 1.0 / n, "classes": list(classes),
            "model": model, "baselines": summary, "skipped_folds": skipped, **(extra or {})}
+    res["verdict"] = loso_verdict(res)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "loso.json"), "w") as f:
         json.dump(res, f, indent=2)
+    with open(os.path.join(out_dir, "loso.md"), "w") as f:
+        f.write(loso_markdown(res))
     with open(os.path.join(out_dir, "folds.csv"), "w", newline="") as f:  # csv: quoted subjects
         w = csv.writer(f)
         w.writerow(["subject", "n", "accuracy", "uf1", "uar"])
         w.writerows([r["subject"], r["n"]] + [f"{r[k]:.4f}" for k in ("accuracy", "uf1", "uar")]
                     for r in model["per_fold"])
-    p = methods["model"].numpy()
+    who = model.get("how", "the model")
     save_confusion(os.path.join(out_dir, "confusion.png"), confusion(y[p >= 0], p[p >= 0], n), classes,
-                   title=f"LOSO ({mode}): acc {res['accuracy']:.3f}, UF1 {res['uf1']:.3f}, UAR {res['uar']:.3f}")
-    save_bars(os.path.join(out_dir, "loso_bars.png"), {"model": model, **summary}, chance=1.0 / n,
-              title=f"LOSO ({mode}), {res['n_subjects']} subjects, {scored} clips")
+                   title=f"{who} (LOSO, {mode}): acc {res['accuracy']:.3f}, UF1 {res['uf1']:.3f}, "
+                         f"UAR {res['uar']:.3f}; chance UF1 {1 / n:.3f}")
+    rows = {"model": model, **summary}
+    save_bars(os.path.join(out_dir, "loso_bars.png"), rows, chance=chance,
+              spread={k: {m: [r[m] for r in v["per_fold"]] for m in ("accuracy", "uf1", "uar")}
+                      for k, v in rows.items()},
+              title=f"LOSO ({mode}), {res['n_subjects']} subjects, {scored} clips: bars pooled "
+                    f"over folds, points one per fold")
     return res
 
 
+def loso_markdown(res: dict) -> str:
+    """loso.md: the verdict, chance and best baselines, then every method with the spread
+    of its UF1 over the folds."""
+    from ..verdict import verdict_lines
+    n = res["n_classes"]
+    head = verdict_lines(res["model"], res.get("baselines", {}), res["chance"], LOSO_LABELS,
+                         chance_notes={"uf1": f"1/{n} classes", "uar": f"1/{n} classes",
+                                       "accuracy": "always the largest class"})
+    lines = [f"# Leave-one-subject-out recognition ({res['mode']}): {res['n_subjects']} subjects, "
+             f"{res['n_clips_scored']} clips scored, {n} classes", ""] + head
+    lines += ["| method | accuracy | UF1 | UAR | UF1 per fold (min / median / max) | how |",
+              "|---|---|---|---|---|---|"]
+    for k, v in [("model", res["model"])] + list(res.get("baselines", {}).items()):
+        f = [r["uf1"] for r in v.get("per_fold", [])]
+        spread = f"{min(f):.3f} / {float(np.median(f)):.3f} / {max(f):.3f}" if f else "–"
+        how = v.get("how", "").replace("|", "\\|")  # |apex - onset| inside a table cell
+        lines.append(f"| {k} | {v['accuracy']:.3f} | {v['uf1']:.3f} | {v['uar']:.3f} | {spread} | {how} |")
+    lines += ["", "Metrics pooled over the folds (MEGC: per-class counts summed over held-out "
+              "subjects); per fold: each held-out subject alone. Files: loso.json (every number), "
+              "folds.csv, confusion.png (the model), loso_bars.png."]
+    return "\n".join(lines) + "\n"
+
+
 def results_table(res: dict) -> str:
-    """loso.json's methods as a few printed lines."""
+    """loso.json's methods as a few printed lines, the verdict last."""
     rows = [("model", res["model"])] + list(res.get("baselines", {}).items())
     lines = [f"{'':<18} {'acc':>6} {'UF1':>6} {'UAR':>6}"]
     lines += [f"{k:<18} {v['accuracy']:6.3f} {v['uf1']:6.3f} {v['uar']:6.3f}" for k, v in rows]
     return "\n".join(lines) + f"\n(chance UF1 {res['chance_uf1']:.3f}; {res['mode']}, " \
-                              f"{res['n_subjects']} subjects, {res['n_clips_scored']} clips scored)"
+                              f"{res['n_subjects']} subjects, {res['n_clips_scored']} clips scored)" \
+                              f"\nverdict: {res.get('verdict') or loso_verdict(res)}"

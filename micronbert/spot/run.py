@@ -260,13 +260,48 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
                "fixes": [f"{r.video} {r.onset}: {r.fixes}"
                                              for r in table.itertuples() if r.fixes],
                "seconds": round(time.time() - t_start, 1)}
+    summary = {"verdict": spot_verdict(loso), **summary}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "spot_results.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    with open(os.path.join(out, "spot_results.md"), "w") as f:
+        f.write(spot_markdown(summary))
     save_bars(os.path.join(out, "spot_f1.png"), {n: {c: loso[n][c]["f1"] for c in SPOT_CLASSES} for n in scorers},
               keys=[(c, f"{c} F1") for c in SPOT_CLASSES], ylim=(0, 1.15),
               title=f"{dataset}: {len(params_of)} videos, p fitted leave-one-subject-out (MEGC F1, IoU >= 0.5)")
     return summary
+
+
+# spotting's verdict metrics (MEGC F1 with p fitted leave-one-subject-out) and their chance
+SPOT_LABELS = {"overall": "overall F1", "micro": "micro F1", "macro": "macro F1"}
+SPOT_CHANCE = {k: 0.0 for k in SPOT_LABELS}  # a spotter that flags nothing; no trivial F1 above 0
+
+
+def _spot_metrics(loso: dict) -> dict:
+    return {n: {k: r[k]["f1"] for k in SPOT_LABELS} for n, r in loso.items()}
+
+
+def spot_verdict(loso: dict) -> str:
+    """The verdict of the model ("micronbert") against the other methods (LOSO p); a line
+    saying so when the model did not run."""
+    from ..verdict import verdict
+    f1 = _spot_metrics(loso)
+    if "micronbert" not in f1:
+        return f"the model did not run (--method flow): only {', '.join(f1)} was scored."
+    return verdict(f1.pop("micronbert"), f1, SPOT_CHANCE, SPOT_LABELS, subject="the model (micronbert)")
+
+
+def spot_markdown(summary: dict) -> str:
+    """spot_results.md: the verdict, chance, the best baseline, then ``format_table``."""
+    from ..verdict import verdict_lines
+    f1 = _spot_metrics(summary["loso_p"])
+    head = [f"**Does it work?** {summary['verdict'][0].upper() + summary['verdict'][1:]}", ""]
+    if "micronbert" in f1:
+        head = verdict_lines(f1.pop("micronbert"), f1, SPOT_CHANCE, SPOT_LABELS,
+                             chance_notes={"overall": "a spotter that flags nothing scores 0"},
+                             subject="the model (micronbert)")
+    return "\n".join([f"# Spotting {summary['dataset']}: {summary['videos']} videos, MEGC protocol", ""]
+                     + head + [format_table(summary), "", summary["protocol"] + "."]) + "\n"
 
 
 def format_table(summary: dict) -> str:
