@@ -12,7 +12,8 @@ from PIL import Image
 
 from micronbert.benchmark_checks import check_benchmark, mask_positions
 from micronbert.data.synthetic import NO_MOTION, synthetic_clip, write_synthetic_dataset
-from micronbert.data.synthetic_motion import MOTION_CLASSES, benchmark_classes, benchmark_of
+from micronbert.data.synthetic import benchmark_classes
+from micronbert.data.synthetic_motion import MOTION_CLASSES, benchmark_of
 
 
 def tree_hash(root: str) -> str:

@@ -296,6 +296,16 @@ def _nuisance_rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + 7_919_000_001)
 
 
+def benchmark_classes(benchmark: str) -> dict:
+    """The classes of a benchmark of ``synthetic_motion.BENCHMARKS``: {name: definition}."""
+    if benchmark == "regions":
+        return SYNTH_CLASSES
+    if benchmark == "motion":
+        from .synthetic_motion import MOTION_CLASSES
+        return MOTION_CLASSES
+    raise ValueError(f"unknown benchmark {benchmark!r}; choose 'motion' or 'regions'")
+
+
 def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int = 3,
                             size: int = 64, fps: int = 30, n_frames: int = 12, seed: int = 0,
                             video: bool = False, progress: bool = True, nuisance: str = "none",
@@ -323,7 +333,7 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
 
     from ..console import bar_on
 
-    from .synthetic_motion import benchmark_classes, draw_motion, write_benchmark_json
+    from .synthetic_motion import draw_motion, write_benchmark_json
     nz = nuisance_level(nuisance)
     classes = benchmark_classes(benchmark)
     regions = benchmark == "regions"
@@ -355,7 +365,7 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
     if gn is not None:
         _write_nuisance(out, level, seed, benchmark)
     if not regions:
-        write_benchmark_json(out, benchmark, level, seed, size, infos)
+        write_benchmark_json(out, benchmark, classes, level, seed, size, infos)
     return out
 
 

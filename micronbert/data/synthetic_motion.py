@@ -46,16 +46,6 @@ MOTION_CLASSES = {
 FACE_AREA = ((0.05, 0.95), (0.05, 0.95))
 
 
-def benchmark_classes(benchmark: str) -> dict:
-    """The classes of a benchmark of ``BENCHMARKS``: {name: definition}."""
-    if benchmark == "regions":
-        from .synthetic import SYNTH_CLASSES
-        return SYNTH_CLASSES
-    if benchmark == "motion":
-        return MOTION_CLASSES
-    raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {list(BENCHMARKS)}")
-
-
 def draw_motion(cls: str, g: torch.Generator, area=FACE_AREA):
     """A clip of class ``cls`` of ``MOTION_CLASSES`` at a centre drawn uniformly over
     ``area``: ((y, x) fractions of the crop, (dy, dx), linear), as ``synthetic_clip`` takes it."""
@@ -65,7 +55,8 @@ def draw_motion(cls: str, g: torch.Generator, area=FACE_AREA):
     return (y0 + (y1 - y0) * r[0], x0 + (x1 - x0) * r[1]), shift, linear
 
 
-def write_benchmark_json(out: str, benchmark: str, nuisance: str, seed: int, size: int, infos) -> None:
+def write_benchmark_json(out: str, benchmark: str, classes: dict, nuisance: str, seed: int, size: int,
+                         infos) -> None:
     """``out/benchmark.json``: the benchmark, nuisance level, seed, frame size, classes,
     ``FACE_AREA`` and per clip its subject, clip, class, centre (y, x px), amplitude and
     sigma (px; ``synthetic_clip``'s ``info``)."""
@@ -74,7 +65,7 @@ def write_benchmark_json(out: str, benchmark: str, nuisance: str, seed: int, siz
               "amplitude": round(float(i["amplitude"]), 3), "sigma": round(float(i["sigma"]), 3)}
              for i in infos]
     meta = {"benchmark": benchmark, "nuisance": nuisance, "seed": seed, "size": size,
-            "classes": {k: {"shift": v[0], "linear": v[1]} for k, v in benchmark_classes(benchmark).items()},
+            "classes": {k: {"shift": v[0], "linear": v[1]} for k, v in classes.items()},
             "face_area": FACE_AREA, "clips": clips}
     with open(os.path.join(out, "benchmark.json"), "w") as f:
         json.dump(meta, f, indent=1)
