@@ -149,6 +149,24 @@ def load_synthetic_long(root: str, on_error: str = "raise"):
     return load_samm_long(root, on_error, fps=fps, sheet_glob="SAMM_LongVideos_synthetic.xlsx")
 
 
+def _casme2_naming_rules(sheet):
+    """CAS(ME)^2's naming rules: {participant: folder number}, {expression name: video code}
+    and the repairs made (``disgust1``, missing from naming rule2, is 0101)."""
+    rule1 = read_sheet(sheet, sheet_name="naming rule1", header=None)
+    rule2 = read_sheet(sheet, sheet_name="naming rule2", header=None)
+    folder_of = {}
+    for _, r in rule1.iterrows():
+        p, f = as_int(r[2]), str(r[0]).strip().lower().lstrip("s")
+        if p is not None and f.isdigit():
+            folder_of[p] = int(f)
+    code_of = {str(r[1]).strip(): as_int(r[0]) for _, r in rule2.iterrows() if as_int(r[0]) is not None}
+    fixes = []
+    if "disgust1" not in code_of:
+        code_of["disgust1"] = 101
+        fixes.append("naming rule2 has no disgust1 -> 0101")
+    return folder_of, code_of, fixes
+
+
 def load_casme2_long(root: str, on_error: str = "raise"):
     """CAS(ME)^2: ``CAS(ME)^2code_final*.xlsx`` whose first sheet has no header (participant,
     expression name ``anger1_1``, onset, apex, offset, AUs, emotion, type
@@ -169,18 +187,7 @@ def load_casme2_long(root: str, on_error: str = "raise"):
     main = read_sheet(sheet, sheet_name=0, header=None)
     if main.shape[1] < 8:
         raise DataError(f"{sheet}: {main.shape[1]} columns, CAS(ME)^2's code sheet has 9")
-    rule1 = read_sheet(sheet, sheet_name="naming rule1", header=None)
-    rule2 = read_sheet(sheet, sheet_name="naming rule2", header=None)
-    folder_of = {}
-    for _, r in rule1.iterrows():
-        p, f = as_int(r[2]), str(r[0]).strip().lower().lstrip("s")
-        if p is not None and f.isdigit():
-            folder_of[p] = int(f)
-    code_of = {str(r[1]).strip(): as_int(r[0]) for _, r in rule2.iterrows() if as_int(r[0]) is not None}
-    fixes_global = []
-    if "disgust1" not in code_of:
-        code_of["disgust1"] = 101
-        fixes_global.append("naming rule2 has no disgust1 -> 0101")
+    folder_of, code_of, fixes_global = _casme2_naming_rules(sheet)
     rawpic = os.path.join(root, "rawpic")
     entries = {}
 

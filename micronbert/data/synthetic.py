@@ -318,8 +318,8 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
     ``nuisance`` above ``none`` (``NUISANCE``): every clip carries the level's nuisance, the
     sheet gets the column ``Amplitude`` (px at the apex), ``nuisance.json`` records the
     level, and each subject gets ``round(still * clips_per_class)`` clips of one more class
-    ``no_motion`` (the last ``EPcc_*``: ``EP05`` for regions): head motion and nuisance without micro-motion, an empty
-    mask. For recognition that is a class of its own ("did anything move?").
+    ``no_motion`` (the last ``EPcc_*``: ``EP05`` for regions): head motion and nuisance without
+    micro-motion, an empty mask. For recognition a class of its own ("did anything move?").
 
     ``benchmark`` (``synthetic_motion.BENCHMARKS``): ``regions``, the classes of
     ``SYNTH_CLASSES`` (each moves a fixed region: place answers; what earlier versions
@@ -332,7 +332,6 @@ def write_synthetic_dataset(out: str, n_subjects: int = 8, clips_per_class: int 
     from tqdm import tqdm
 
     from ..console import bar_on
-
     from .synthetic_motion import draw_motion, write_benchmark_json
     nz = nuisance_level(nuisance)
     classes = benchmark_classes(benchmark)
