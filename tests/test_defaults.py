@@ -78,6 +78,13 @@ def test_untrained_weights_are_marked_in_result_files(tmp_path):
     saved = json.loads((tmp_path / "loso.json").read_text())
     assert "UNTRAINED" in saved["weights"] and saved["uf1"] == 0.2
     assert (tmp_path / "loso.md").read_text().startswith("**WARNING: no --checkpoint")
+    # after the verdict, which opens every result file
+    (tmp_path / "v.json").write_text(json.dumps({"verdict": "v", "chance": {}, "uf1": 0.2}))
+    (tmp_path / "v.md").write_text("# title\n\n**Does it work?** No.\n\n| table |\n")
+    mark_untrained(_args(tmp_path), "v.json", "v.md")
+    assert list(json.loads((tmp_path / "v.json").read_text()))[:3] == ["verdict", "chance", "weights"]
+    md = (tmp_path / "v.md").read_text().splitlines()
+    assert md[2] == "**Does it work?** No." and md[3].startswith("**WARNING: no --checkpoint")
     (tmp_path / "ok.json").write_text("{}")
     mark_untrained(_args(tmp_path, checkpoint="c.pt"), "ok.json")
     assert json.loads((tmp_path / "ok.json").read_text()) == {}

@@ -42,7 +42,8 @@ def untrained_note(args) -> str:
 
 def mark_untrained(args, *names) -> None:
     """Write the untrained-weights warning into the result files ``names`` of ``args.out``
-    (JSON: the key "weights"; Markdown: a first line), when the model had no checkpoint."""
+    (JSON: the key "weights", after the verdict; Markdown: a line after the verdict), when the
+    model had no checkpoint."""
     if getattr(args, "checkpoint", None) or getattr(args, "method", None) == "flow":
         return
     for name in names:
@@ -51,10 +52,14 @@ def mark_untrained(args, *names) -> None:
             continue
         with open(path) as f:
             text = f.read()
-        if name.endswith(".json"):
-            text = json.dumps({"weights": untrained_note(args), **json.loads(text)}, indent=2)
+        if name.endswith(".json"):  # after the verdict and chance, which open every result file
+            d = json.loads(text)
+            lead = {k: d.pop(k) for k in ("verdict", "chance") if k in d}
+            text = json.dumps({**lead, "weights": untrained_note(args), **d}, indent=2)
         else:
-            text = f"**{untrained_note(args)}**\n\n{text}"
+            lines = text.split("\n")
+            at = next((i + 1 for i, x in enumerate(lines) if x.startswith("**Does it work?**")), 0)
+            text = "\n".join(lines[:at] + [f"**{untrained_note(args)}**", ""] + lines[at:])
         with open(path, "w") as f:
             f.write(text)
 
