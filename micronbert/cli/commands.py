@@ -61,18 +61,8 @@ def _next_commands(data, clip, run="runs/pt"):
 
 
 def cmd_spot(args):
-    from ..data.io import DataError
-    try:
-        return _spot(args)
-    except DataError as e:  # a bad video or sheet row: one line naming it
-        raise SystemExit(f"micronbert spot: {e}") from e
-    except ImportError as e:  # --dali without DALI installed
-        if not args.dali or "DALI" not in str(e):
-            raise
-        raise SystemExit(f"micronbert spot --dali: {e}") from e
-
-
-def _spot(args):
+    """``micronbert spot``; its errors (a bad video or sheet row, --dali without DALI) are
+    main's one line ``micronbert: error: ...``."""
     from ..spot import SpotParams, format_table, spot_dataset, spot_one
     model = None
     if args.method != "flow":
@@ -168,7 +158,8 @@ def _check_memory(args, model, world):
         check_fits(model, args.batch, device, elem_bytes=2 if cuda and not args.no_bf16 else 4,
                    model_name=name, available=free, where=where)
     except MemoryError as e:
-        raise SystemExit(f"micronbert {e}")
+        from ..runs import UsageError
+        raise UsageError(str(e)) from e
 
 
 def cmd_evaluate(args):
@@ -232,13 +223,12 @@ def _annotation_table(args):
         layout = _layout_or_none(args.data)
         if layout in ("(unknown)", args.dataset):
             raise
-        raise SystemExit(f"micronbert {args.cmd}: {e}. With {chosen}; the folder looks like "
-                         f"--dataset {layout}") from e
+        raise DataError(f"{e}. With {chosen}; the folder looks like --dataset {layout}") from e
     if not len(table) or not table["label"].notna().any():
         emotions = sorted(set(table["emotion"])) if "emotion" in table else []
-        raise SystemExit(f"micronbert {args.cmd}: no clip of {args.data} has a class under {chosen} "
-                         f"(its emotions: {emotions}); the folder looks like --dataset "
-                         f"{_layout_or_none(args.data)}, or pass --class-map own")
+        raise DataError(f"no clip of {args.data} has a class under {chosen} (its emotions: "
+                        f"{emotions}); the folder looks like --dataset {_layout_or_none(args.data)}, "
+                        f"or pass --class-map own")
     return table
 
 
