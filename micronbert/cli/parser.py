@@ -320,8 +320,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block)."""
 
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def error(self, message):  # every command's errors: `micronbert: error: ...`
+        self.exit(2, f"micronbert: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
@@ -429,7 +429,7 @@ def apply_config_file(parser, args, argv: List[str], flags: Optional[List[Flag]]
         if key not in actions:
             raise UsageError(f"--config {path}: unknown setting {k!r}; known: {', '.join(sorted(actions))}")
         table = {f.dest: f for f in flags or []}
-        if key in table:
+        if key in table and (val is not None or table[key].default is not None):
             check_type(table[key], val, f"--config {path}: {table[key].name}")
         choices = actions[key].choices
         if choices is not None and val not in choices:
