@@ -186,7 +186,7 @@ def spot_frames_match(tmp):
         import io
         err = io.StringIO()
         with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
-            main(["spot", "--video", h264, "--out", out, "--method", "flow", "--dali"])
+            main(["spot", "--video", h264, "--out", out + "_h264", "--method", "flow", "--dali"])
         assert re.search(r"error: .*long.mp4: h264 video.*drop --dali.*VP9", err.getvalue()), err.getvalue()
     bad = os.path.join(tmp, "broken.webm")
     with open(bad, "wb") as f:

@@ -135,7 +135,8 @@ def test_memory_guard_refuses_what_cannot_fit_and_names_the_flags(tmp_path, caps
     # the real machine: micronbert_s8 at a batch no machine here holds
     with pytest.raises(SystemExit) as e:
         main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--batch", "100000"])
-    msg = str(e.value)
+    msg = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and msg.startswith("micronbert: error: pretrain: ")
     for w in ("micronbert_s8", "--batch 100000", "GB", "--accum", "--model micronbert_tiny",
               "--no-memory-check"):
         assert w in msg, w

@@ -38,7 +38,9 @@ def short(msg: str, most: int = MAX_LINE) -> str:
     at ``most`` characters."""
     msg = " ".join(str(msg).split())
     msg = _LONG_NUMBER.sub(lambda m: f"{float(m.group()):.4g}", msg)
-    return msg if len(msg) <= most else msg[:most - 3] + "..."
+    if len(msg) <= most:  # else its middle is cut: the head names the input, the tail what to do
+        return msg
+    return msg[:most // 2 - 2] + " ... " + msg[len(msg) - (most - most // 2 - 3):]
 
 
 def error_line(e: BaseException, extras: Dict[str, str] = EXTRAS) -> str:
