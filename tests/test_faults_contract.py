@@ -278,6 +278,18 @@ def test_spot_refuses_a_video_whose_frames_cannot_fit(tmp_path, monkeypatch):
         spot_one(str(clip), str(tmp_path / "o"), None, fps=4, method="flow", progress=False)
 
 
+def test_visualize_refuses_a_clip_that_cannot_fit_before_decoding_it(tmp_path, capsys, monkeypatch):
+    import micronbert.memory as memory
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(clip / f"{i}.png")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: (memory.RUNTIME_BYTES + 100, "test"))
+    _fails(capsys, ["visualize", "--clip", str(clip), "--model", "micronbert_tiny", "--out", str(tmp_path / "v")],
+           "clip: 4 frames of 32x32 needs about", code=1)
+    assert not (tmp_path / "v").exists()
+
+
 def test_one_error_format_and_debug_shows_the_traceback(tmp_path, capsys):
     _fails(capsys, ["spot", "--video", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o"), "--method",
                     "flow"], "none.mp4")

@@ -266,12 +266,28 @@ def _first_frame(path):
     return read_frames(path, [0])[0]
 
 
+def _check_clip_fits(clip):
+    """Refuse, before decoding, a clip whose frames cannot fit in memory (all of them decoded,
+    then resized): a DataError naming it."""
+    from ..data.io import DataError, count_frames
+    from ..memory import RUNTIME_BYTES, check_bytes
+    h, w = _first_frame(clip).shape[:2]
+    n = count_frames(clip)
+    try:
+        check_bytes(RUNTIME_BYTES + n * h * w * 3 * 2, f"{n} frames of {w}x{h}",
+                    "visualize a shorter clip or downscale it")
+    except MemoryError as e:
+        raise DataError(f"{clip}: {e}") from e
+
+
 def cmd_visualize(args):
     import numpy as np
     import torch
 
     from ..data.io import read_frames, resize_u8
     from ..viz import save_motion_maps
+    if args.clip:
+        _check_clip_fits(args.clip)
     model = model_from(args).eval()
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(
