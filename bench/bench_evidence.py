@@ -87,7 +87,7 @@ def main(argv=None):
         for seed in a.seeds:
             out = os.path.join(a.work, f"{a.budget}-{lv}-seed{seed}")
             print(f"[evidence] nuisance {lv}, seed {seed}, budget {a.budget} -> {out}", flush=True)
-            cli(["demo", "--out", out, "--nuisance", lv, "--seed", str(seed), "--model", a.model]
+            cli(["demo", "--out", out, "--overwrite", "--nuisance", lv, "--seed", str(seed), "--model", a.model]
                 + BUDGETS[a.budget])
             with open(os.path.join(out, "results.json")) as f:
                 res = json.load(f)

@@ -92,7 +92,7 @@ needs "$DATA" 35 bench_loader "$PY" bench/bench_loader.py $(pick "--batch 32 --b
   "--model micronbert_tiny --size 64 --batch 2 --batches 2 --repeats 1 --workers 1 --prefetch 1 --subjects 1 --no-dali")
 needs "$DATA" 40 bench_spot "$PY" bench/bench_spot.py $(pick --quick --tiny)
 needs "$DATA" 55 finetune bash -c "'$PY' -m micronbert.cli synth --out '$FT/data' --subjects 2 --clips-per-class $(pick 3 1) \
-  && '$PY' -m micronbert.cli finetune --data '$FT/data' --dataset synthetic --out '$OUT/finetune' --no-baselines \
+  && '$PY' -m micronbert.cli finetune --data '$FT/data' --dataset synthetic --out '$OUT/finetune' --overwrite --no-baselines \
   --model $(pick micronbert_s8 micronbert_tiny) --epochs $(pick 20 1)"
 }
 tar czf "$FT/gpu_tables.tgz" -C "$OUT" --exclude gpu_tables.tgz . && mv "$FT/gpu_tables.tgz" "$OUT/"

@@ -89,6 +89,38 @@ def _gb(x) -> str:
     return f"{x / 2 ** 30:.1f} GB"
 
 
+# bytes per pixel of one frame while spotting: the uint8 frame, its crop, the tail copy, and
+# each scorer's resized crop with its float copies (resize_u8); measured: --flow-size 5000
+# at 30 frames per chunk used ~24 GB
+SPOT_FRAME_BYTES = 3 * 4
+SPOT_CROP_BYTES = 3 * (1 + 4 + 4) + 2 * 4  # (+ the grey float pair of the flow)
+
+
+def spot_bytes(window: int, frame_hw=(0, 0), crop_sizes=()) -> int:
+    """An estimate of spot's memory for one chunk of ``window`` frames of ``frame_hw``
+    pixels, each scorer's crops ``crop_sizes`` (side, pixels) beside them."""
+    h, w = frame_hw
+    return int(RUNTIME_BYTES + window * (h * w * SPOT_FRAME_BYTES
+                                         + sum(s * s * SPOT_CROP_BYTES for s in crop_sizes)))
+
+
+def synth_bytes(frames: int, size: int, float_frames: int) -> int:
+    """An estimate of synth's memory for one clip or video of ``frames`` uint8 frames of
+    ``size``² pixels, ``float_frames`` of them rendered at once in float32 (with two warps)."""
+    return int(RUNTIME_BYTES + size * size * 3 * (frames + float_frames * 4 * 3))
+
+
+def check_bytes(need: int, what: str, lower: str, available=None) -> None:
+    """Refuse (MemoryError) ``what`` when its estimate ``need`` exceeds the available memory
+    (``available``, default: the CPU's, measured); ``lower``: how to lower it."""
+    where = "available RAM"
+    if available is None:
+        available, where = available_bytes("cpu")
+    if available is not None and need > available:
+        raise MemoryError(f"{what} needs about {_gb(need)}, but only {_gb(available)} is {where}; "
+                          f"{lower}")
+
+
 def check_fits(model, batch: int, device, elem_bytes: int = 4, model_name: str = None,
                available=None, where: str = "free", log=None) -> int:
     """Refuse (MemoryError with the estimate, the free memory and the flags that lower it)

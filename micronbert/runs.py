@@ -2,12 +2,17 @@
 
 - ``check_writable``: an output folder is made and probed at the start of every command,
   so a read-only folder fails at once, not at the first checkpoint or after the work.
-- ``claim_run_folder``: what ``micronbert pretrain`` does before it trains: takes the
+- ``claim_run_folder`` / ``run_folder``: the one run-folder contract of every command that
+  writes results (pretrain, finetune, evaluate, spot, synth, visualize, demo): takes the
   folder's lock (``runlock.RunLock``: ``OUT/.lock``, flock'ed, taken over atomically from
-  a run that ended), refuses a folder that already holds another run unless ``--resume``
-  names its own checkpoint or ``--overwrite`` is given (``--overwrite``
-  moves the old run's files aside into ``OUT/replaced-<UTC time>/``; nothing is deleted),
-  and removes the ``.tmp-*.pt`` files of a save that was killed.
+  a run that ended) for the whole run, refuses a folder that already holds that command's
+  outputs (``OUTPUTS``; synth: anything) unless ``--resume`` names its own checkpoint or
+  ``--overwrite`` is given (``--overwrite`` moves every earlier output aside into
+  ``OUT/replaced-<UTC time>/``, synth's into ``OUT.replaced-<time>/``; nothing is deleted),
+  marks the run in ``OUT/.incomplete`` until it ends (a killed run's outputs are named as
+  such, half-written fold logs too) and removes the ``.tmp-*`` files of killed writes.
+- ``atomic_output``: a result file written beside its place and renamed into it; a full
+  disk names the file.
 - ``truncate_log``: on resume, ``log.jsonl`` keeps the steps before the resumed one only.
 - ``non_finite``: the parameters, buffers and optimiser state that are not finite (a
   checkpoint is written only when there are none).
@@ -78,17 +83,47 @@ def check_writable(folder: str, flag: str = "--out") -> None:
         _remove_empty(folder, made)
 
 
-def holds_run(folder: str) -> List[str]:
-    """The files of an earlier run in ``folder`` (its run files, sorted)."""
-    return sorted(os.path.relpath(p, folder) for pat in RUN_FILES
-                  for p in glob.glob(os.path.join(folder, pat)))
+# what each command writes in its --out (glob patterns, relative to it): a folder that holds
+# any of them holds a run of that command; --overwrite moves every one of them aside
+LOSO_FILES = ("loso.json", "folds.csv", "confusion.png", "loso_bars.png", "fold_names.json",
+              "fold_*.jsonl", "fold_*.pt", "untrained")
+OUTPUTS = {
+    "pretrain": RUN_FILES + ("loss.png",),
+    "evaluate": LOSO_FILES, "finetune": LOSO_FILES,
+    "spot": ("intervals*.csv", "intervals*.json", "scores.csv", "score.png", "spot_map.mp4", "spot.json",
+             "spot_results.json", "spot_f1.png", "videos"),
+    "visualize": ("motion_maps.png", "motion_maps.mp4"),
+    "synth": ("*",),  # a dataset folder: anything in it (a second synth would mix two sets)
+    "demo": ("data", "corpus", "pretrain", "results.*", "motion_maps.png", "loss.png") + LOSO_FILES,
+}
+MARK = ".incomplete"  # {"command", "pid", "started"} while a run writes; left by a killed run
+
+
+def holds_run(folder: str, patterns=RUN_FILES) -> List[str]:
+    """The files of an earlier run in ``folder`` (those matching ``patterns``, sorted;
+    never the ``replaced-*`` folders of earlier overwrites)."""
+    found = {os.path.relpath(p, folder) for pat in patterns for p in glob.glob(os.path.join(folder, pat))}
+    return sorted(f for f in found if not f.startswith("replaced-"))
+
+
+def partial_outputs(folder: str) -> List[str]:
+    """Outputs a killed run left half-written: fold logs (``fold_*.jsonl``, also under
+    ``untrained/``) without their closing ``{"test": ...}`` line."""
+    out = []
+    for p in sorted(glob.glob(os.path.join(folder, "fold_*.jsonl"))
+                    + glob.glob(os.path.join(folder, "untrained", "fold_*.jsonl"))):
+        with open(p, errors="replace") as f:
+            lines = f.read().splitlines()
+        if not lines or '"test"' not in lines[-1]:
+            out.append(os.path.relpath(p, folder))
+    return out
 
 
 def remove_stale_tmp(folder: str) -> List[str]:
-    """Remove the temporary files of interrupted saves (``.tmp-*.pt``); returns them."""
-    stale = sorted(glob.glob(os.path.join(folder, ".tmp-*.pt")))
+    """Remove the temporary files of interrupted writes (``.tmp-*``); returns them."""
+    stale = sorted(glob.glob(os.path.join(folder, ".tmp-*")))
     for p in stale:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.remove(p)
     return stale
 
@@ -97,14 +132,45 @@ def _raise_on_sigterm(signum, frame):  # so that `finally` blocks run: the lock,
     raise SystemExit(128 + signum)
 
 
+def _read_mark(folder: str) -> Optional[dict]:
+    try:
+        with open(os.path.join(folder, MARK)) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+
+
+def _move_aside(folder: str, old: List[str], command: str) -> str:
+    """Move ``old`` (names in ``folder``) into ``OUT/replaced-<UTC time>/`` (``synth``: the
+    sibling ``OUT.replaced-<time>/``, so the new dataset holds no old clip); returns it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = (os.path.abspath(folder).rstrip(os.sep) + ".replaced-" + stamp if command == "synth"
+             else os.path.join(folder, "replaced-" + stamp))
+    os.makedirs(aside, exist_ok=True)
+    for name in old:
+        dst = os.path.join(aside, name)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.move(os.path.join(folder, name), dst)
+    print(f"micronbert: --overwrite: moved the earlier run's {_names(old)} to {aside}", file=sys.stderr)
+    return aside
+
+
+def _names(files: List[str], most: int = 4) -> str:
+    return ", ".join(files[:most]) + (f", ... ({len(files)} in all)" if len(files) > most else "")
+
+
 @contextlib.contextmanager
 def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool = False,
-                     rank: int = 0):
-    """The run folder of ``pretrain``, held for the run (see the module's docstring).
+                     rank: int = 0, command: str = "pretrain"):
+    """The run folder of any command, held for the run (see the module's docstring).
 
     Rank 0 takes the lock and checks the folder; the other ranks of a DDP run only wait
     inside. SIGTERM becomes SystemExit while it is held, so the lock and an interrupted
-    save's temporary file are removed.
+    save's temporary file are removed. ``OUT/.incomplete`` marks the run until it ends
+    without an error; a later run finds the outputs of a killed one by it.
     """
     if rank != 0:
         yield None
@@ -117,28 +183,30 @@ def claim_run_folder(folder: str, resume: Optional[str] = None, overwrite: bool 
     except BaseException:
         _remove_empty(folder, made)
         raise
-    old_term = None
+    old_term, ok, patterns = None, False, OUTPUTS.get(command, RUN_FILES)
     try:
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             old_term = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-        old = holds_run(folder)
+        old, mark = holds_run(folder, patterns), _read_mark(folder)
         if old and not _continues(folder, resume):
             if not overwrite:
-                raise RunError(_holds_run_message(folder, old, resume))
-            aside = os.path.join(folder, "replaced-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
-            os.makedirs(aside, exist_ok=True)
-            for name in old:
-                shutil.move(os.path.join(folder, name), os.path.join(aside, name))
-            print(f"micronbert: --overwrite: moved the earlier run's {', '.join(old)} to {aside}",
-                  file=sys.stderr)
+                raise RunError(_holds_run_message(folder, old, resume, command, mark))
+            _move_aside(folder, old, command)
         stale = remove_stale_tmp(folder)
         if stale:
-            print(f"micronbert: removed {len(stale)} temporary file(s) of an interrupted save: "
-                  f"{', '.join(os.path.basename(s) for s in stale)}", file=sys.stderr)
+            print(f"micronbert: removed {len(stale)} temporary file(s) of an interrupted write: "
+                  f"{_names([os.path.basename(s) for s in stale])}", file=sys.stderr)
+        with open(os.path.join(folder, MARK), "w") as f:
+            json.dump({"command": command, "pid": os.getpid(),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
         yield lock
+        ok = True
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if ok or not holds_run(folder, patterns):  # a failed run's outputs stay marked
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, MARK))
         lock.release()
         _remove_empty(folder, made)  # a run refused before it wrote anything leaves no folder
 
@@ -148,24 +216,49 @@ def _continues(folder: str, resume: Optional[str]) -> bool:
     return bool(resume) and os.path.dirname(os.path.abspath(resume)) == os.path.abspath(folder)
 
 
-def _holds_run_message(folder: str, old: List[str], resume: Optional[str]) -> str:
+def _holds_run_message(folder: str, old: List[str], resume: Optional[str], command: str = "pretrain",
+                       mark: Optional[dict] = None) -> str:
     """The refusal of a folder that holds another run: what to pass, only what exists."""
-    files = ", ".join(old[:4]) + (", ..." if len(old) > 4 else "")
+    files = _names(old)
+    if command == "synth":
+        return (f"{folder} is not empty ({files}): a second dataset would mix with it; pass "
+                f"--overwrite to move its contents to {folder.rstrip(os.sep)}.replaced-<time>/, "
+                f"or choose another --out")
     if resume:
         return (f"{folder} already holds another run ({files}) and --resume {resume} is not "
                 f"its checkpoint: pass --overwrite to move that run aside, or choose another --out")
     last = os.path.join(folder, "last.pt")
-    cont = f"pass --resume {last} to continue it, " if os.path.exists(last) else ""
-    return (f"{folder} already holds a run ({files}): {cont}--overwrite to move it aside and "
-            f"start afresh, or choose another --out")
+    cont = (f"pass --resume {last} to continue it, "
+            if command == "pretrain" and os.path.exists(last) else "")
+    unfinished = ""
+    if mark is not None:  # OUT/.incomplete: that run was killed or failed
+        partial = partial_outputs(folder)
+        unfinished = (f" that did not finish ({mark.get('command', 'a command')} killed or failed"
+                      + (f"; half-written: {_names(partial)}" if partial else "") + ")")
+    return (f"{folder} already holds a run ({files}){unfinished}: {cont}--overwrite to move it "
+            f"aside and start afresh, or choose another --out")
 
 
 def run_folder(args):
-    """The command's hold on its ``--out``: ``claim_run_folder`` for ``pretrain`` (rank 0 of
-    a torchrun job, from RANK), nothing for the other commands."""
-    if getattr(args, "cmd", None) != "pretrain":
-        return contextlib.nullcontext()
-    return claim_run_folder(args.out, args.resume, args.overwrite, int(os.environ.get("RANK", "0")))
+    """The command's hold on its ``--out`` (``claim_run_folder``), for every command; only
+    rank 0 of a torchrun job (from RANK) claims it."""
+    return claim_run_folder(args.out, getattr(args, "resume", None), getattr(args, "overwrite", False),
+                            int(os.environ.get("RANK", "0")), args.cmd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str):
+    """Yields a temporary path beside ``path`` (``.tmp-<name>``, the same extension), renamed
+    to ``path`` when the body ends: a reader never sees half a file. An OSError (a full disk)
+    is raised again naming ``path``; the temporary file is removed."""
+    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
 
 
 # ------------------------------------------------------------------ logs and checkpoints

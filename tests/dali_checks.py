@@ -1,5 +1,6 @@
 """DALI loader checks, run in a subprocess by test_data.py (see _in_subprocess there)."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -181,8 +182,12 @@ def spot_frames_match(tmp):
     if not torch.cuda.is_available():
         h264 = os.path.join(tmp, "long.mp4")
         write_video(frames[:10], h264, fps=30)
-        with pytest.raises(SystemExit, match=r"long.mp4: h264 video.*drop --dali.*VP9"):
-            main(["spot", "--video", h264, "--out", out, "--method", "flow", "--dali"])
+        import contextlib
+        import io
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+            main(["spot", "--video", h264, "--out", out + "_h264", "--method", "flow", "--dali"])
+        assert re.search(r"error: .*long.mp4: h264 video.*drop --dali.*VP9", err.getvalue()), err.getvalue()
     bad = os.path.join(tmp, "broken.webm")
     with open(bad, "wb") as f:
         f.write(b"junk" * 10)

@@ -6,6 +6,7 @@ leaves out from ``--config``, checks every value, and runs the command (``comman
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Dict
 
@@ -28,15 +29,30 @@ EXTRAS = {"av": "cli", "cv2": "cli", "pandas": "cli", "openpyxl": "cli", "PIL": 
 _OWN = ("DataError", "CheckpointError", "RunError", "UsageError", "NonFiniteLoss", "ConfigMismatch")
 
 
+# an error's line is cut after this many characters; numbers keep 4 significant digits
+MAX_LINE = 400
+_LONG_NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:e[-+]?\d+)?|(?<![\w.])-?\d\.\d+e[-+]?\d+")
+
+
+def short(msg: str, most: int = MAX_LINE) -> str:
+    """``msg`` on one line, its long numbers shortened (``0.123456789`` -> ``0.1235``), cut
+    at ``most`` characters."""
+    msg = " ".join(str(msg).split())
+    msg = _LONG_NUMBER.sub(lambda m: f"{float(m.group()):.4g}", msg)
+    if len(msg) <= most:  # else its middle is cut: the head names the input, the tail what to do
+        return msg
+    return msg[:most // 2 - 2] + " ... " + msg[len(msg) - (most - most // 2 - 3):]
+
+
 def error_line(e: BaseException, extras: Dict[str, str] = EXTRAS) -> str:
     """The one line (without the ``micronbert: error:`` prefix) that a CLI error prints.
     ``extras``: top-level module -> the pip extra that installs it."""
-    msg = " ".join(str(e).split("\n")).strip()
+    msg = short(e)
     if isinstance(e, ModuleNotFoundError):
         extra = extras.get((e.name or "").split(".")[0])
         where = install_hint(extra) if extra else f"pip install {e.name}"
         return f"needs the Python module {e.name!r}, which this install leaves out: {where}"
-    if isinstance(e, (OSError, ValueError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
+    if isinstance(e, (OSError, ValueError, ImportError)) or any(c.__name__ in _OWN for c in type(e).__mro__):
         return msg or type(e).__name__
     return f"{type(e).__name__}: {msg} (unexpected: rerun with --debug for the traceback)"
 
@@ -53,6 +69,28 @@ def check(args, flags) -> None:
         raise UsageError("spot needs --video V, or --data DIR with --dataset")
     if args.cmd == "visualize" and not args.clip and not (args.frame_a and args.frame_b):
         raise UsageError("visualize needs --clip, or --frame-a and --frame-b")
+    check_resources(args)
+
+
+def check_resources(args) -> None:
+    """Sizes whose memory is estimated before the work (micronbert/memory.py): spot's face
+    crops (--flow-size, the model's image), synth's frames (--size, --fps, --seconds)."""
+    from .. import memory
+    from ..runs import UsageError
+    try:
+        if args.cmd == "spot" and args.method != "model":
+            window = min(256, max(1, round(args.fps))) if args.video else 256
+            memory.check_bytes(memory.spot_bytes(window, crop_sizes=(args.flow_size,)),
+                               f"spot --flow-size {args.flow_size} ({window}-frame chunks)",
+                               "lower --flow-size (the face crop of the flow baseline)")
+        if args.cmd == "synth":
+            size = args.size or (128 if args.long else 64)
+            frames = round(args.fps * args.seconds) if args.long else 12  # synthetic_clip's n_frames
+            memory.check_bytes(memory.synth_bytes(frames, size, 1 if args.long else frames),
+                               f"synth --size {size} ({frames} frames per {'video' if args.long else 'clip'})",
+                               "lower --size" + (", --fps or --seconds" if args.long else ""))
+    except MemoryError as e:
+        raise UsageError(str(e)) from e
 
 
 def main(argv=None) -> int:
@@ -66,12 +104,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        apply_config_file(subparsers[args.cmd], args, argv[argv.index(args.cmd) + 1:])
+        apply_config_file(subparsers[args.cmd], args, argv[argv.index(args.cmd) + 1:], tables[args.cmd])
         if getattr(args, "model", "") is None:
             args.model = model_default()
-        check(args, tables[args.cmd])
-        runs.check_writable(args.out)  # every command has --out: fail now, not after the work
-        with runs.run_folder(args):  # pretrain: the lock, overwrite protection, stale files
+        check(args, tables[args.cmd])  # every flag, before any work
+        with runs.run_folder(args):  # the lock, overwrite protection, interrupted runs, temp files
             COMMANDS[args.cmd](args)
     except KeyboardInterrupt:
         if args.debug:

@@ -113,18 +113,8 @@ def _invoked_as() -> str:
 
 
 def cmd_spot(args):
-    from ..data.io import DataError
-    try:
-        return _spot(args)
-    except DataError as e:  # a bad video or sheet row: one line naming it
-        raise SystemExit(f"micronbert spot: {e}") from e
-    except ImportError as e:  # --dali without DALI installed
-        if not args.dali or "DALI" not in str(e):
-            raise
-        raise SystemExit(f"micronbert spot --dali: {e}") from e
-
-
-def _spot(args):
+    """``micronbert spot``; its errors (a bad video or sheet row, --dali without DALI) are
+    main's one line ``micronbert: error: ...``."""
     from ..spot import SpotParams, format_table, spot_dataset, spot_one
     model = None
     if args.method != "flow":
@@ -239,7 +229,8 @@ def _check_memory(args, model, world):
         check_fits(model, args.batch, device, elem_bytes=2 if cuda and not args.no_bf16 else 4,
                    model_name=name, available=free, where=where)
     except MemoryError as e:
-        raise SystemExit(f"micronbert {e}")
+        from ..runs import UsageError
+        raise UsageError(str(e)) from e
 
 
 def cmd_evaluate(args):
@@ -306,13 +297,12 @@ def _annotation_table(args):
         layout = _layout_or_none(args.data)
         if layout in ("(unknown)", args.dataset):
             raise
-        raise SystemExit(f"micronbert {args.cmd}: {e}. With {chosen}; the folder looks like "
-                         f"--dataset {layout}") from e
+        raise DataError(f"{e}. With {chosen}; the folder looks like --dataset {layout}") from e
     if not len(table) or not table["label"].notna().any():
         emotions = sorted(set(table["emotion"])) if "emotion" in table else []
-        raise SystemExit(f"micronbert {args.cmd}: no clip of {args.data} has a class under {chosen} "
-                         f"(its emotions: {emotions}); the folder looks like --dataset "
-                         f"{_layout_or_none(args.data)}, or pass --class-map own")
+        raise DataError(f"no clip of {args.data} has a class under {chosen} (its emotions: "
+                        f"{emotions}); the folder looks like --dataset {_layout_or_none(args.data)}, "
+                        f"or pass --class-map own")
     return table
 
 
@@ -352,12 +342,28 @@ def _first_frame(path):
     return read_frames(path, [0])[0]
 
 
+def _check_clip_fits(clip):
+    """Refuse, before decoding, a clip whose frames cannot fit in memory (all of them decoded,
+    then resized): a DataError naming it."""
+    from ..data.io import DataError, count_frames
+    from ..memory import RUNTIME_BYTES, check_bytes
+    h, w = _first_frame(clip).shape[:2]
+    n = count_frames(clip)
+    try:
+        check_bytes(RUNTIME_BYTES + n * h * w * 3 * 2, f"{n} frames of {w}x{h}",
+                    "visualize a shorter clip or downscale it")
+    except MemoryError as e:
+        raise DataError(f"{clip}: {e}") from e
+
+
 def cmd_visualize(args):
     import numpy as np
     import torch
 
     from ..data.io import read_frames, resize_u8
     from ..viz import save_motion_maps
+    if args.clip:
+        _check_clip_fits(args.clip)
     model = model_from(args).eval()
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(

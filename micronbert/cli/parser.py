@@ -34,6 +34,8 @@ BOUNDS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "float>0": (lambda v: _isnum(v) and v > 0, "a finite number > 0"),
     "float>=0": (lambda v: _isnum(v) and v >= 0, "a finite number >= 0"),
     "[0,1]": (lambda v: _isnum(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "(0,1]": (lambda v: _isnum(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "int>=2": (lambda v: _isint(v) and v >= 2, "an integer >= 2"),
 }
 
 
@@ -102,6 +104,11 @@ def backend_flag() -> Flag:
                 "fails with the reason where it cannot run", str, "auto", choices=BACKENDS)
 
 
+def overwrite_flag() -> Flag:
+    return Flag("--overwrite", "--out already holds this command's outputs: move them aside to "
+                "OUT/replaced-<time>/ (nothing is deleted)")
+
+
 def demo_flags(models) -> List[Flag]:
     return [
         Flag("--out", "output folder", str, "runs/demo"),
@@ -126,6 +133,7 @@ def demo_flags(models) -> List[Flag]:
              "class (the earlier demo's set)", str, "motion", choices=("motion", "regions")),
         backend_flag(),
         Flag("--seed", "seed of everything", int, 0),
+        overwrite_flag(),
     ]
 
 
@@ -152,6 +160,7 @@ def synth_flags(models) -> List[Flag]:
              "and micro/macro-expressions at known frames"),
         Flag("--seconds", "--long: seconds per video", float, 30.0, "num>0"),
         Flag("--videos-per-subject", "--long: videos per subject", int, 2, "int>=1"),
+        Flag("--overwrite", "--out is not empty: move its contents aside to OUT.replaced-<time>/"),
     ]
 
 
@@ -168,7 +177,7 @@ def spot_flags(models) -> List[Flag]:
         Flag("--fps", "--video: its frame rate", float, 30.0, "num>0"),
         Flag("--k", "pair distance in frames (default 0.15 s)", int, None, "int>=1"),
         Flag("--p", "threshold mean + p (max - mean) per video (default 0.3; --data also "
-             "reports p fitted leave-one-subject-out)", float),
+             "reports p fitted leave-one-subject-out)", float, None, "[0,1]"),
         Flag("--batch", "pairs per model batch", int, 64, "int>=1"),
         Flag("--flow-size", "face crop size of the flow baseline", int, 112, "int>=1"),
         Flag("--mp4", "--video: an MP4 of the map over the face"),
@@ -176,6 +185,7 @@ def spot_flags(models) -> List[Flag]:
              "staying there; else its CPU decoders: VP8/VP9/MJPEG only)"),
         Flag("--on-error", "unreadable video or sheet row: stop naming it, or skip and list it", str,
              "raise", choices=("raise", "skip")),
+        overwrite_flag(),
     ]
 
 
@@ -203,7 +213,7 @@ def train_flags() -> List[Flag]:
              "--allow-config-change)", str),
         Flag("--allow-config-change", "--resume although the model config or settings differ from the "
              "checkpoint's"),
-        Flag("--overwrite", "--out already holds a run: move its files aside to OUT/replaced-<time>/"),
+        overwrite_flag(),
         Flag("--keep", "also keep OUT/step-<N>.pt of the last K checkpoints (default: last.pt only)", int,
              t("keep"), "int>=1"),
         Flag("--no-bf16", "no bf16 autocast on CUDA"),
@@ -240,19 +250,20 @@ def finetune_own_flags() -> List[Flag]:
     d = FinetuneConfig()
     return [
         Flag("--freeze", "the linear probe on frozen features (= evaluate)"),
-        Flag("--epochs", "epochs per fold", int, d.epochs),
-        Flag("--batch", "batch size", int, d.batch, "int>=1"),
+        Flag("--epochs", "epochs per fold", int, d.epochs, "int>=1"),
+        Flag("--batch", "batch size (a batch of 1 cannot train BatchNorm)", int, d.batch, "int>=2"),
         Flag("--lr", "peak learning rate (head, DMA, top of the encoder)", float, d.lr, "float>0"),
         Flag("--min-lr", "final learning rate of the cosine", float, d.min_lr, "float>=0"),
-        Flag("--warmup-epochs", "linear warm-up", float, d.warmup_epochs),
-        Flag("--layer-decay", "learning rate x this per encoder block below the top", float, d.layer_decay),
+        Flag("--warmup-epochs", "linear warm-up", float, d.warmup_epochs, "float>=0"),
+        Flag("--layer-decay", "learning rate x this per encoder block below the top", float, d.layer_decay,
+             "(0,1]"),
         Flag("--weight-decay", "AdamW weight decay", float, d.weight_decay, "float>=0"),
         Flag("--flip", "probability of a horizontal flip of a pair (default 0.5; 0 for "
-             "--dataset synthetic, whose classes are left/right mirror images)", float),
-        Flag("--rotate", "max rotation of a pair, degrees", float, d.aug.rotate),
+             "--dataset synthetic, whose classes are left/right mirror images)", float, None, "[0,1]"),
+        Flag("--rotate", "max rotation of a pair, degrees", float, d.aug.rotate, "float>=0"),
         Flag("--crop-scale", "area fraction of the random square crop of a pair", float, d.aug.crop_scale,
-             nargs=2, metavar=("MIN", "MAX")),
-        Flag("--jitter", "brightness/contrast/saturation jitter of a pair", float, d.aug.jitter),
+             "(0,1]", nargs=2, metavar=("MIN", "MAX")),
+        Flag("--jitter", "brightness/contrast/saturation jitter of a pair", float, d.aug.jitter, "float>=0"),
         Flag("--no-bf16", "no bf16 autocast on CUDA"),
         Flag("--save-models", "write each fold's weights to OUT/fold_<subject>.pt"),
     ]
@@ -280,6 +291,7 @@ def recognition_flags(models, name: str) -> List[Flag]:
         *(finetune_own_flags() if name == "finetune" else []),
         Flag("--on-error", "unreadable clip or sheet row: stop with an error naming it, or skip it", str,
              "raise", choices=("raise", "skip")),
+        overwrite_flag(),
     ]
 
 
@@ -291,6 +303,7 @@ def visualize_flags(models) -> List[Flag]:
         Flag("--frame-b", "later frame", str),
         Flag("--fps", "frame rate of the MP4 (a positive integer)", int, 10, "num>0"),
         Flag("--out", "output folder", str, required=True),
+        overwrite_flag(),
     ]
 
 
@@ -342,8 +355,8 @@ class TopHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block)."""
 
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def error(self, message):  # every command's errors: `micronbert: error: ...`
+        self.exit(2, f"micronbert: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
@@ -372,15 +385,21 @@ def check_flags(args, flags: List[Flag]) -> None:
     their bounds: a value that cannot work is one UsageError naming the flag."""
     for f in flags:
         v = getattr(args, f.dest, None)
-        if v is None or f.bound is None:
+        if v is None:
+            continue
+        check_type(f, v, f.name)
+        if f.bound is None:
             continue
         if f.bound == "delta":
             if len(v) != 2 or not all(_isint(d) for d in v) or not 1 <= v[0] <= v[1]:
                 raise UsageError(f"--delta {' '.join(map(str, v))}: needs two integers 1 <= MIN <= MAX")
             continue
         ok, need = BOUNDS[f.bound]
-        if not ok(v):
-            raise UsageError(f"{f.name} {v!r}: must be {need}")
+        for x in (v if f.nargs else [v]):
+            if not ok(x):
+                raise UsageError(f"{f.name} {_show(v)}: must be {need}" + (" each" if f.nargs else ""))
+        if f.nargs == 2 and v[0] > v[1]:
+            raise UsageError(f"{f.name} {_show(v)}: MIN must not exceed MAX")
     spe, batch = getattr(args, "samples_per_epoch", None), getattr(args, "batch", None)
     if spe is not None and batch is not None and spe < batch:
         raise UsageError(f"--samples-per-epoch {spe} is smaller than --batch {batch}: an epoch "
@@ -393,6 +412,27 @@ def check_flags(args, flags: List[Flag]) -> None:
                              f"{install_hint('tensorboard')} (or drop --tensorboard)")
 
 
+def _show(v) -> str:
+    return " ".join(map(repr, v)) if isinstance(v, (list, tuple)) else repr(v)
+
+
+def check_type(f: Flag, v, where: str) -> None:
+    """``v`` is a value of flag ``f``'s kind (a JSON boolean for a switch, an integer, a
+    finite number, a string; a list of ``nargs`` of them): a UsageError naming ``where``."""
+    if f.nargs:
+        if not isinstance(v, (list, tuple)) or len(v) != f.nargs:
+            raise UsageError(f"{where} {_show(v)}: needs a list of {f.nargs} values")
+        for x in v:
+            check_type(Flag(f.name, f.help, f.type), x, where)
+        return
+    kinds = {None: (lambda x: isinstance(x, bool), "a JSON boolean (true or false)"),
+             int: (_isint, "an integer"), float: (_isnum, "a finite number"),
+             str: (lambda x: isinstance(x, str), "a string")}
+    ok, need = kinds.get(f.type, (lambda x: True, ""))
+    if not ok(v):
+        raise UsageError(f"{where} {_show(v)}: must be {need}")
+
+
 def given_flags(parser, argv: List[str]) -> set:
     """The dests of the flags actually written in ``argv`` (a parse with no defaults), so
     that ``--config`` fills only what the line left out, even where a flag equals its default."""
@@ -402,17 +442,20 @@ def given_flags(parser, argv: List[str]) -> set:
     return {k for k, v in vars(ns).items() if v is not missing}
 
 
-def apply_config_file(parser, args, argv: List[str]) -> None:
+def apply_config_file(parser, args, argv: List[str], flags: Optional[List[Flag]] = None) -> None:
     """``--config FILE`` (JSON of flag values) fills the flags that ``argv`` (the command's
-    own arguments) does not give: flags win, even where one equals its default. Sets
-    ``args.given`` (the dests written on the line)."""
+    own arguments) does not give: flags win, even where one equals its default. Each value
+    is checked against ``flags`` (the command's table: its kind, then ``check_flags`` its
+    bound); NaN and infinities are refused. Sets ``args.given`` (the dests written on the line)."""
     args.given = given_flags(parser, argv)
     path = getattr(args, "config", None)
     if not path:
         return
+    def no_constant(c):
+        raise ValueError(f"{c} is not a number a setting may take")
     try:
         with open(path) as f:
-            conf = json.load(f)
+            conf = json.load(f, parse_constant=no_constant)
     except (OSError, ValueError) as e:
         raise UsageError(f"--config {path}: cannot read it as JSON ({e})") from e
     if not isinstance(conf, dict):
@@ -422,6 +465,9 @@ def apply_config_file(parser, args, argv: List[str]) -> None:
         key = k.replace("-", "_")
         if key not in actions:
             raise UsageError(f"--config {path}: unknown setting {k!r}; known: {', '.join(sorted(actions))}")
+        table = {f.dest: f for f in flags or []}
+        if key in table and (val is not None or table[key].default is not None):
+            check_type(table[key], val, f"--config {path}: {table[key].name}")
         choices = actions[key].choices
         if choices is not None and val not in choices:
             raise UsageError(f"--config {path}: {k} {val!r} is not one of {', '.join(map(str, choices))}")

@@ -65,9 +65,11 @@ def read_frames(path: str, indices: Optional[List[int]] = None) -> np.ndarray:
                 raise DataError(f"{path}: frames {bad} out of range (0..{len(files) - 1})")
             files = [files[i] for i in indices]
         frames = [read_image(f) for f in files]
-        shapes = {f.shape for f in frames}
-        if len(shapes) != 1:
-            raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
+        odd = [f for f, img in zip(files, frames) if img.shape != frames[0].shape]
+        if odd:
+            h, w = frames[0].shape[:2]
+            raise DataError(f"{odd[0]}: its size differs from {files[0]}'s {w}x{h} "
+                            f"({len(odd)} such frame(s) in {path}; every frame must be one size)")
         return np.stack(frames)
     if path.lower().endswith(VIDEO_EXTS):
         return read_video(path, indices)

@@ -28,9 +28,9 @@ from .io import IMAGE_EXTS, VIDEO_EXTS, DataError, count_frames, read_frames, re
 from .paths import is_inside
 from .report import DataReport
 
-# ``on_error="skip"``: a sample whose clip cannot be read is replaced by another draw; after
-# this many consecutive failed draws for one sample (or once every clip has failed) the
-# loader stops with a DataError instead of searching forever
+# ``on_error="skip"``: a sample whose clip cannot be read is replaced by another draw among
+# the clips not known to be bad; after this many consecutive failed draws for one sample that
+# find no new bad clip (or once every clip has failed) the loader stops with a DataError
 MAX_FAILED_DRAWS = 50
 # the loader's report keeps this many error messages (and counts all of them)
 KEEP_ERRORS = 5
@@ -287,6 +287,11 @@ class PairLoader:
         """The sample at global ``index`` of ``epoch``: (clip, t, d, crop_rand), no decoding."""
         g = _sample_generator(self.seed, epoch, index)
         clip = self.clips[int(torch.randint(len(self.clips), (1,), generator=g))]
+        if clip in self._bad and self.on_error == "skip":  # a known-bad clip is never drawn again:
+            # the first clip not known bad in this sample's own order (the first good one, whatever
+            # was found bad before: the same sample on a resume)
+            order = torch.randperm(len(self.clips), generator=g).tolist()
+            clip = next((self.clips[i] for i in order if self.clips[i] not in self._bad), clip)
         if clip in self._bad:
             raise DataError(self._bad[clip])
         try:
@@ -304,11 +309,12 @@ class PairLoader:
     def _checked(self, epoch: int, index: int, decode: bool = True):
         """``choose`` with the clip checked and (``decode``) the pair decoded on the CPU.
         Returns ((clip, t, d), crop_rand, errors, pair or None): with ``on_error="skip"`` a
-        bad sample is replaced by a deterministic other choice and its error listed, up to
-        ``MAX_FAILED_DRAWS`` consecutive failures (then, or once every clip has failed, a
-        DataError)."""
-        errors = []
+        bad sample is replaced by a deterministic other choice (never a clip known to be bad)
+        and its error listed, up to ``MAX_FAILED_DRAWS`` consecutive failures that find no new
+        bad clip (then, or once every clip has failed, a DataError)."""
+        errors, stuck = [], 0  # stuck: consecutive failures that found no new bad clip
         for j in itertools.count(index, self.samples_per_epoch):
+            known = len(self._bad)
             try:
                 clip, t, d, crop = self.choose(epoch, j)
                 self._check_clip(clip)
@@ -318,10 +324,11 @@ class PairLoader:
                 if self.on_error == "raise":
                     raise
                 errors.append(str(e))
+                stuck = 0 if len(self._bad) > known else stuck + 1  # a new bad clip: progress
                 every = len(self._bad) >= len(self.clips)
-                if len(errors) >= MAX_FAILED_DRAWS or every:
+                if stuck >= MAX_FAILED_DRAWS or every:
                     why = (f"all {len(self.clips)} clips failed" if every else
-                           f"{len(errors)} consecutive draws failed ({len(self._bad)} of "
+                           f"{stuck} consecutive draws failed ({len(self._bad)} of "
                            f"{len(self.clips)} clips unreadable so far)")
                     raise DataError(f"no readable sample for sample {index} of epoch {epoch}: {why}; "
                                     f"first error: {errors[0]} (check that the clips decode)") from e

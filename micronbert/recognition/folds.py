@@ -38,7 +38,8 @@ def labelled(table, classes: List[str], on_error: str = "raise"):
     return table, y, report
 
 def loso_splits(subjects, labels, n_classes: int):
-    """One fold per subject: [{"subject", "train" (bool K), "test" (bool K)}] and the folds
+    """One fold per subject: [{"subject", "train" (bool K), "test" (bool K), "missing_classes"
+    (classes of the held-out subject that no training subject holds)}] and the folds
     skipped because their training subjects hold fewer than 2 classes ([{subject, n, reason}]).
     Every training mask excludes its held-out subject, by construction and checked."""
     subjects = np.asarray(subjects).astype(str)
@@ -54,7 +55,11 @@ def loso_splits(subjects, labels, n_classes: int):
                             "reason": f"its training subjects hold {len(present)} class(es) "
                                       f"{present}: a head cannot be trained"})
             continue
-        splits.append({"subject": str(s), "train": train, "test": test})
+        missing = sorted(set(y[test].tolist()) - set(present))
+        if missing:  # the head cannot predict them: that subject's clips of them are lost
+            print(f"[loso] fold {s}: its training subjects hold no clip of class(es) {missing} "
+                  f"that it holds; flagged in loso.json", file=sys.stderr)
+        splits.append({"subject": str(s), "train": train, "test": test, "missing_classes": missing})
     if not splits:
         raise DataError(f"no LOSO fold can be trained: {skipped}")
     for k in skipped:

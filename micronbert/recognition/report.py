@@ -10,6 +10,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from ..runs import atomic_output
+
 # how a feature baseline is scored (the probe and fine-tuning score them alike)
 BASELINES_HOW = {"pixel_difference": "linear head on |apex - onset| pooled to the patch grid",
                  "optical_flow": "linear head on Farneback flow (u, v, magnitude) pooled to the patch grid"}
@@ -71,6 +73,13 @@ def loso_verdict(res: dict) -> str:
     return verdict(res["model"], res.get("baselines", {}), chance, LOSO_LABELS)
 
 
+def missing_classes(splits, classes) -> list:
+    """The folds whose held-out subject has a class no training subject holds (its clips of
+    that class cannot be predicted right): [{"subject", "classes"}]."""
+    return [{"subject": sp["subject"], "classes": [classes[c] for c in sp["missing_classes"]]}
+            for sp in splits if sp.get("missing_classes")]
+
+
 def write_loso(out_dir, table, y, classes, methods: Dict[str, torch.Tensor], splits, skipped,
                mode: str, how: Optional[dict] = None, extra: Optional[dict] = None) -> dict:
     """Write ``loso.json`` (the verdict and chance levels first; {"model": {accuracy, uf1,
@@ -95,28 +104,31 @@ def write_loso(out_dir, table, y, classes, methods: Dict[str, torch.Tensor], spl
            "uar": model["uar"], "mode": mode,
            "n_classes": n, "n_subjects": int(table["subject"].nunique()), "n_clips": len(table),
            "n_clips_scored": scored, "chance_uf1": 1.0 / n, "classes": list(classes),
-           "model": model, "baselines": summary, "skipped_folds": skipped, **(extra or {})}
+           "model": model, "baselines": summary, "skipped_folds": skipped,
+           "folds_missing_classes": missing_classes(splits, classes), **(extra or {})}
     res["verdict"] = loso_verdict(res)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "loso.json"), "w") as f:
+    with atomic_output(os.path.join(out_dir, "loso.json")) as tmp, open(tmp, "w") as f:
         json.dump(res, f, indent=2)
-    with open(os.path.join(out_dir, "loso.md"), "w") as f:
+    with atomic_output(os.path.join(out_dir, "loso.md")) as tmp, open(tmp, "w") as f:
         f.write(loso_markdown(res))
-    with open(os.path.join(out_dir, "folds.csv"), "w", newline="") as f:  # csv: quoted subjects
-        w = csv.writer(f)
+    with atomic_output(os.path.join(out_dir, "folds.csv")) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)  # csv: quoted subjects
         w.writerow(["subject", "n", "accuracy", "uf1", "uar"])
         w.writerows([r["subject"], r["n"]] + [f"{r[k]:.4f}" for k in ("accuracy", "uf1", "uar")]
                     for r in model["per_fold"])
     who = model.get("how", "the model")
-    save_confusion(os.path.join(out_dir, "confusion.png"), confusion(y[p >= 0], p[p >= 0], n), classes,
-                   title=f"{who} (LOSO, {mode}): acc {res['accuracy']:.3f}, UF1 {res['uf1']:.3f}, "
-                         f"UAR {res['uar']:.3f}; chance UF1 {1 / n:.3f}")
+    with atomic_output(os.path.join(out_dir, "confusion.png")) as tmp:
+        save_confusion(tmp, confusion(y[p >= 0], p[p >= 0], n), classes,
+                       title=f"{who} (LOSO, {mode}): acc {res['accuracy']:.3f}, UF1 {res['uf1']:.3f}, "
+                             f"UAR {res['uar']:.3f}; chance UF1 {1 / n:.3f}")
     rows = {"model": model, **summary}
-    save_bars(os.path.join(out_dir, "loso_bars.png"), rows, chance=chance,
-              spread={k: {m: [r[m] for r in v["per_fold"]] for m in ("accuracy", "uf1", "uar")}
-                      for k, v in rows.items()},
-              title=f"LOSO ({mode}), {res['n_subjects']} subjects, {scored} clips: bars pooled "
-                    f"over folds, points one per fold")
+    with atomic_output(os.path.join(out_dir, "loso_bars.png")) as tmp:
+        save_bars(tmp, rows, chance=chance,
+                  spread={k: {m: [r[m] for r in v["per_fold"]] for m in ("accuracy", "uf1", "uar")}
+                          for k, v in rows.items()},
+                  title=f"LOSO ({mode}), {res['n_subjects']} subjects, {scored} clips: bars pooled "
+                        f"over folds, points one per fold")
     return res
 
 

@@ -14,8 +14,14 @@ from ..data.io import VIDEO_EXTS, DataError, list_frames, read_image
 def iter_frames(path: str):
     """uint8 (H, W, 3) frames of a video file (PyAV, decoded as it goes) or a frame folder."""
     if os.path.isdir(path):
+        shape = None
         for f in list_frames(path):
-            yield read_image(f)
+            img = read_image(f)
+            shape = shape or img.shape
+            if img.shape != shape:
+                raise DataError(f"{f}: a {img.shape[1]}x{img.shape[0]} frame in a folder of "
+                                f"{shape[1]}x{shape[0]} frames (every frame of a video must be one size)")
+            yield img
         return
     if not path.lower().endswith(VIDEO_EXTS):
         raise DataError(f"{path}: neither a frame folder nor a video file ({', '.join(VIDEO_EXTS)})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 from typing import Dict, List, Optional
@@ -70,7 +71,8 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
         t0 += len(arr)
         bar.update(len(arr))
 
-    for arr in chunks(iter_frames(path) if frames is None else frames, window, total):
+    for arr in chunks(_checked_frames(path, iter_frames(path) if frames is None else frames, window,
+                                      scorers), window, total):
         flush(arr)
     bar.close()
     if t0 < total:
@@ -82,6 +84,28 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
         out["crops"] = torch.cat(kept["crops"]) if kept["crops"] else None
         out["maps"] = torch.cat(kept["maps"]) if kept["maps"] else None
     return out
+
+
+def _checked_frames(path: str, frames, window: int, scorers):
+    """``frames``, after their first one's size was checked against the memory spotting it
+    takes (``memory.spot_bytes``): a video too large is a DataError naming it."""
+    import itertools
+    import math
+
+    from ..memory import check_bytes, spot_bytes
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return iter(())
+    h, w = first.shape[-3:-1]
+    sides = [s if isinstance(s, int) else int(math.sqrt(s[0] * s[1]))
+             for s in (getattr(sc, "size", 0) for sc in scorers.values())]
+    try:
+        check_bytes(spot_bytes(window, (h, w), sides), f"{w}x{h} frames in {window}-frame chunks",
+                    "downscale the video, lower its --fps or --flow-size")
+    except MemoryError as e:
+        raise DataError(f"{path}: {e}") from e
+    return itertools.chain([first], frames)
 
 
 # the classes of spot_f1.png
@@ -166,7 +190,10 @@ def spot_one(path: str, out: str, model=None, fps: float = 30.0, method: str = "
     fps_rate = res["n_frames"] / max(res["seconds"], 1e-9)
     summary = {"video": path, "frames": res["n_frames"], "fps": fps, "params": asdict(params),
                "methods": list(scorers), "intervals": found, "face_found_chunks": res["face_found_chunks"],
-               "chunks": res["chunks"], "frames_per_s": fps_rate}
+               "chunks": res["chunks"], "frames_per_s": fps_rate,
+               "warnings": [] if res["face_found_chunks"] else [no_face_warning(path)]}
+    for w in summary["warnings"]:
+        print(f"[spot] warning: {w}", file=sys.stderr)
     if gt is not None:
         summary["megc"] = {n: megc_counts({"v": iv}, {"v": gt}) for n, iv in found.items()}
     with open(os.path.join(out, "spot.json"), "w") as f:
@@ -189,12 +216,13 @@ def _score_videos(videos, scorers, params_kw, batch, source, on_error, skipped, 
         except DataError as e:
             if on_error == "raise":
                 raise
-            skipped.append(str(e))
+            skipped.append(f"video {v['video']}: {e}")
+            print(f"[spot] skipped video {v['video']} ({i + 1}/{len(videos)}): {e}", file=sys.stderr)
             continue
         n_frames += res["n_frames"]
         params_of[v["video"]] = params
         subjects[v["video"]] = v["subject"]
-        faces.append(res["face_found_chunks"] / max(1, res["chunks"]))
+        faces.append((v["video"], res["face_found_chunks"] / max(1, res["chunks"])))
         for n in scorers:
             curves[n][v["video"]] = spot_curve(res["scores"][n], params)
         if progress:
@@ -241,6 +269,15 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
     t_start = time.time()
     curves, subjects, params_of, faces, n_frames = _score_videos(videos, scorers, params_kw, batch, source,
                                                                  on_error, skipped, progress)
+    unread = sorted({v["video"] for v in videos} - set(params_of))
+    if not params_of:
+        raise DataError(f"{root}: none of the {len(videos)} videos could be read, nothing to spot "
+                        f"(first: {skipped[-len(unread)] if unread else '?'})")
+    report = table.attrs.get("report")
+    for s in skipped[len(skipped) - len(unread):]:
+        if report is not None:
+            report.add("skipped video", s)
+    gt = {v: g for v, g in gt.items() if v in params_of}  # a skipped video's intervals are not scored
     results, fixed, loso = {}, {}, {}
     for n in scorers:
         pv = {v: intervals_from_curve(c, params_of[v]) for v, c in curves[n].items()}
@@ -255,8 +292,10 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
                "protocol": "MEGC: TP when IoU >= 0.5 with a ground truth of the same class, "
                            "each matched once; counts summed over the set",
                "default_p": fixed, "loso_p": loso,
-               "face_found_fraction": float(np.mean(faces)) if faces else 0.0,
-               "skipped": skipped, "data_report": table.attrs["report"].as_dict() if "report" in table.attrs else None,
+               "face_found_fraction": float(np.mean([f for _, f in faces])) if faces else 0.0,
+               "skipped": skipped, "videos_skipped": unread,
+               "warnings": _warnings(unread, len(videos), [v for v, f in faces if f == 0]),
+               "data_report": table.attrs["report"].as_dict() if "report" in table.attrs else None,
                "fixes": [f"{r.video} {r.onset}: {r.fixes}"
                                              for r in table.itertuples() if r.fixes],
                "seconds": round(time.time() - t_start, 1)}
@@ -266,6 +305,8 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
         json.dump(summary, f, indent=2)
     with open(os.path.join(out, "spot_results.md"), "w") as f:
         f.write(spot_markdown(summary))
+    for w in summary["warnings"]:
+        print(f"[spot] warning: {w}", file=sys.stderr)
     save_bars(os.path.join(out, "spot_f1.png"), {n: {c: loso[n][c]["f1"] for c in SPOT_CLASSES} for n in scorers},
               keys=[(c, f"{c} F1") for c in SPOT_CLASSES], ylim=(0, 1.15),
               title=f"{dataset}: {len(params_of)} videos, p fitted leave-one-subject-out (MEGC F1, IoU >= 0.5)")
@@ -302,6 +343,22 @@ def spot_markdown(summary: dict) -> str:
                              subject="the model (micronbert)")
     return "\n".join([f"# Spotting {summary['dataset']}: {summary['videos']} videos, MEGC protocol", ""]
                      + head + [format_table(summary), "", summary["protocol"] + "."]) + "\n"
+
+
+def no_face_warning(what: str) -> str:
+    return (f"no face found in any chunk of {what}: the whole frame (squared) was scored, "
+            f"so its intervals may be head or background motion")
+
+
+def _warnings(unread: List[str], n_videos: int, faceless: List[str]) -> List[str]:
+    """What a reader of spot_results.json must know: skipped videos, videos without a face."""
+    out = []
+    if unread:
+        out.append(f"{len(unread)} of {n_videos} videos skipped (unreadable), left out of the "
+                   f"predictions and the ground truth: {', '.join(unread[:5])}")
+    if faceless:
+        out.append(no_face_warning(f"{len(faceless)} video(s) ({', '.join(faceless[:5])})"))
+    return out
 
 
 def format_table(summary: dict) -> str:
