@@ -91,6 +91,7 @@ def test_synth_pretrain_evaluate_visualize_commands(tmp_path, capsys, monkeypatc
         main(args)
     assert "micronbert: error: pretrain: " in capsys.readouterr().err
     assert main(args + ["--no-memory-check"]) == 0
+    monkeypatch.undo()  # the machine's real memory again (visualize checks it too)
     assert json.loads((tmp_path / "ev" / "loso.json").read_text())["n_subjects"] == 2
     assert main(["visualize", "--checkpoint", str(run / "last.pt"), "--clip",
                  str(data / "sub01" / "EP01_01"), "--out", str(tmp_path / "viz")]) == 0

@@ -157,7 +157,7 @@ def long_set(tmp_path_factory):
 def test_spot_skip_names_and_excludes_skipped_videos_and_errors_when_none_is_left(long_set, tmp_path):
     import shutil
 
-    from micronbert.data.annotations import load_long_annotations
+    from micronbert.data.long_videos import load_long_annotations
     from micronbert.spot import spot_dataset
     data = tmp_path / "data"
     shutil.copytree(long_set, data)
