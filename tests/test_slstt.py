@@ -208,7 +208,8 @@ def test_finetune_command_trains_slstt_and_writes_loso_and_fold_models(tmp_path)
 
 @pytest.mark.parametrize("flags, message", [
     (["--checkpoint", "x.pt"], "drop --checkpoint"), (["--freeze"], "drop --freeze"),
-    (["--overrides", '{"nope": 1}'], "--overrides"), (["--baselines", "default,slsst"], "unknown baseline 'slsst'")])
+    (["--overrides", '{"nope": 1}'], "--overrides"), (["--baselines", "default,slsst"], "unknown baseline 'slsst'")]
+    + ([(["--flow", "tvl1"], "cv2.optflow")] if tvl1_unavailable_reason() else []))
 def test_finetune_command_refuses_what_slstt_cannot_take(tmp_path, capsys, flags, message):
     from micronbert.cli import main
     with pytest.raises(SystemExit) as e:

@@ -190,7 +190,11 @@ def baselines_from(args) -> frozenset:
         names = baseline_set(getattr(args, "baselines", "default"))
     except ValueError as e:
         raise UsageError(f"--baselines {args.baselines!r}: {e}") from e
-    return frozenset() if getattr(args, "no_baselines", False) else names
+    names = frozenset() if getattr(args, "no_baselines", False) else names
+    if "slstt" in names:
+        from ..slstt.cli import check_flow
+        check_flow(args)
+    return names
 
 
 def _slstt_row(args) -> dict:

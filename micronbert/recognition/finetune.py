@@ -240,7 +240,7 @@ def _gather(mine: dict, world: int) -> dict:
 
 
 def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], device: Optional[str] = None,
-             baselines: bool = True, freeze: bool = False, backend: str = "auto", head_epochs: int = 300,
+             baselines=True, freeze: bool = False, backend: str = "auto", head_epochs: int = 300,
              save_models: bool = False, progress: bool = True, on_error: str = "raise",
              slstt: Optional[dict] = None, **hparams) -> Optional[dict]:
     """LOSO fine-tuning on an annotation table (``hparams``: FinetuneConfig's fields, ``aug``

@@ -24,6 +24,15 @@ def check_slstt_args(args) -> None:
     if dist_info()[1] > 1:
         raise UsageError(f"--model {args.model} runs in one process (no torchrun)")
     _overrides(args)
+    check_flow(args)
+
+
+def check_flow(args) -> None:
+    """``--flow tvl1`` where this OpenCV has no TV-L1: a UsageError before any work."""
+    from ..runs import UsageError
+    from .flow import tvl1_unavailable_reason
+    if getattr(args, "flow", "farneback") == "tvl1" and tvl1_unavailable_reason():
+        raise UsageError(f"--flow tvl1: {tvl1_unavailable_reason()}")
 
 
 def _overrides(args) -> dict:
