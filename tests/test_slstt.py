@@ -173,38 +173,79 @@ def test_flow_cache_is_reused_and_a_damaged_file_recomputed(tmp_path):
     assert len(os.listdir(cache)) == 2
 
 
-def test_finetune_entry_point_writes_loso_and_fold_models(tmp_path):
-    """``run_slstt`` (what ``micronbert finetune --model slstt_tiny`` calls) on a tiny synthetic
-    set: loso.json with the baselines, a log and a model per fold that reloads."""
-    import argparse
-    import json
-    from micronbert.data.annotations import load_annotations
+def _tiny_set(tmp_path):
     from micronbert.data.synthetic import write_synthetic_dataset
-    from micronbert.cli.parser import finetune_own_flags
-    from micronbert.slstt import load_slstt
-    from micronbert.slstt.cli import add_slstt_flags, is_slstt, run_slstt
-    torch.set_num_threads(1)
-    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    data = str(tmp_path / "data")
     write_synthetic_dataset(data, n_subjects=2, clips_per_class=1, seed=0)
-    table = load_annotations("synthetic", data)
-    p = argparse.ArgumentParser()
-    for flag in finetune_own_flags():
-        flag.add_to(p)
-    add_slstt_flags(p)
-    args = p.parse_args(["--epochs", "1", "--batch", "4", "--save-models", "--aggregator", "mean"])
-    args.__dict__.update(out=out, model="slstt_tiny", dataset="synthetic", no_baselines=False, head_epochs=5,
-                         on_error="raise", seed=0)
-    assert is_slstt(args.model) and not is_slstt("micronbert_tiny")
-    res = run_slstt(args, table)
-    saved = json.load(open(os.path.join(out, "loso.json")))
-    assert saved["uf1"] == res["uf1"] and saved["slstt"]["aggregator"] == "mean"
-    assert {"pixel_difference", "optical_flow"} <= set(res["baselines"])
-    assert res["n_clips_scored"] == len(table) and res["finetune"]["aug"]["flip"] == 0.0
-    assert len(os.listdir(os.path.join(out, "flow_cache"))) == len(table)
+    return data
+
+
+def test_finetune_command_trains_slstt_and_writes_loso_and_fold_models(tmp_path):
+    """``micronbert finetune --model slstt_tiny`` on a tiny synthetic set: loso.json with the
+    baselines, a log and a model per fold that reloads, the flow cache filled."""
+    import json
+    from micronbert.cli import main
+    from micronbert.slstt import load_slstt
+    torch.set_num_threads(1)
+    data, out = _tiny_set(tmp_path), str(tmp_path / "out")
+    line = ["finetune", "--data", data, "--dataset", "synthetic", "--model", "slstt_tiny", "--epochs", "1",
+            "--batch", "4", "--head-epochs", "5", "--save-models", "--aggregator", "mean"]
+    assert main(line + ["--out", out]) == 0
+    res = json.load(open(os.path.join(out, "loso.json")))
+    assert res["slstt_model"] == "slstt_tiny" and res["slstt"]["aggregator"] == "mean"
+    assert set(res["baselines"]) == {"pixel_difference", "optical_flow"}  # SLSTT has no untrained twin
+    assert res["n_clips_scored"] == res["n_clips"] and res["finetune"]["aug"]["flip"] == 0.0
+    assert res["finetune"]["epochs"] == 1 and res["finetune"]["batch"] == 4
+    assert len(os.listdir(os.path.join(out, "flow_cache"))) == res["n_clips"]
     net, ck = load_slstt(os.path.join(out, "fold_sub01.pt"))
     assert ck["subject"] == "sub01" and net.config.aggregator == "mean"
     assert sum(1 for _ in open(os.path.join(out, "fold_sub01.jsonl"))) == 2  # 1 epoch + the test line
-    if tvl1_unavailable_reason():  # --flow tvl1 stops before any training, naming what is missing
-        args.flow, args.out = "tvl1", str(tmp_path / "out_tvl1")
-        with pytest.raises(RuntimeError, match="cv2.optflow"):
-            run_slstt(args, table)
+    over = str(tmp_path / "over")
+    assert main(line[:-2] + ["--overrides", '{"frames": 2}', "--baselines", "none", "--out", over]) == 0
+    res = json.load(open(os.path.join(over, "loso.json")))
+    assert res["slstt"]["frames"] == 2 and res["slstt"]["aggregator"] == "lstm" and res["baselines"] == {}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--checkpoint", "x.pt"], "drop --checkpoint"), (["--freeze"], "drop --freeze"),
+    (["--overrides", '{"nope": 1}'], "--overrides"), (["--baselines", "default,slsst"], "unknown baseline 'slsst'")]
+    + ([(["--flow", "tvl1"], "cv2.optflow")] if tvl1_unavailable_reason() else []))
+def test_finetune_command_refuses_what_slstt_cannot_take(tmp_path, capsys, flags, message):
+    from micronbert.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", "--data", str(tmp_path), "--dataset", "synthetic", "--model", "slstt_tiny",
+              "--out", str(tmp_path / "out"), *flags])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_flow_tvl1_stops_naming_what_is_missing(tmp_path):
+    from micronbert.slstt.train import finetune_slstt
+    from micronbert.data.annotations import load_annotations
+    if not tvl1_unavailable_reason():
+        pytest.skip("this OpenCV has TV-L1")
+    table = load_annotations("synthetic", _tiny_set(tmp_path))
+    with pytest.raises(RuntimeError, match="cv2.optflow"):
+        finetune_slstt(table, str(tmp_path / "out"), table.attrs["classes"], flow="tvl1", epochs=1, batch=4)
+
+
+@pytest.mark.parametrize("cmd", ["evaluate", "finetune"])
+def test_baselines_slstt_adds_its_row_on_the_same_folds(tmp_path, cmd):
+    """``--baselines pixel_difference,slstt`` puts exactly those rows beside μ-BERT (evaluate:
+    the probe; finetune: fine-tuned), SLSTT scored on every clip of the same folds."""
+    import json
+    from micronbert.cli import main
+    torch.set_num_threads(1)
+    data, out = _tiny_set(tmp_path), str(tmp_path / cmd)
+    extra = ["--epochs", "1", "--batch", "4"] if cmd == "finetune" else []
+    assert main([cmd, "--data", data, "--dataset", "synthetic", "--model", "micronbert_tiny", "--out", out,
+                 "--head-epochs", "5", "--baselines", "pixel_difference,slstt", "--aggregator", "mean",
+                 *extra]) == 0
+    res = json.load(open(os.path.join(out, "loso.json")))
+    assert set(res["baselines"]) == {"pixel_difference", "slstt"}
+    row = res["baselines"]["slstt"]
+    assert "mean aggregator" in row["how"] and len(row["per_fold"]) == len(res["model"]["per_fold"]) == 2
+    assert [f["subject"] for f in row["per_fold"]] == [f["subject"] for f in res["model"]["per_fold"]]
+    assert sum(f["n"] for f in row["per_fold"]) == res["n_clips"]
+    assert sorted(os.listdir(os.path.join(out, "slstt"))) == ["fold_names.json", "fold_sub01.jsonl",
+                                                             "fold_sub02.jsonl"]
+    assert len(os.listdir(os.path.join(out, "flow_cache"))) == res["n_clips"]

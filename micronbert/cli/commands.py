@@ -66,9 +66,10 @@ def mark_untrained(args, *names) -> None:
 
 def refuse_double_untrained(args) -> None:
     """evaluate/finetune without --checkpoint: the "model" row would be the untrained baseline
-    a second time; refused unless --allow-untrained (or --no-baselines)."""
+    a second time; refused unless --allow-untrained (or no untrained row: --baselines without it)."""
     from ..runs import UsageError
-    if args.checkpoint or args.no_baselines or args.allow_untrained or args.model.startswith("slstt"):
+    if args.checkpoint or args.allow_untrained or args.model.startswith("slstt") \
+            or "untrained" not in baselines_from(args):
         return
     raise UsageError(f"{args.cmd} without --checkpoint would score the untrained {args.model} as the "
                      f"model, the same as its 'untrained' baseline row: pass --checkpoint (e.g. "
@@ -238,10 +239,39 @@ def cmd_evaluate(args):
     refuse_double_untrained(args)
     table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     model = model_from(args)
-    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
-                   seed=args.seed, on_error=args.on_error, epochs=args.head_epochs)
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=baselines_from(args),
+                   seed=args.seed, on_error=args.on_error, epochs=args.head_epochs, **_slstt_row(args),
+                   slstt_cfg=_slstt_cfg(args))
     _print_loso(args, res)
     return res
+
+
+def baselines_from(args) -> frozenset:
+    """The rows of ``--baselines`` (none with ``--no-baselines``); an unknown name is a UsageError."""
+    from ..recognition.report import baseline_set
+    from ..runs import UsageError
+    try:
+        names = baseline_set(getattr(args, "baselines", "default"))
+    except ValueError as e:
+        raise UsageError(f"--baselines {args.baselines!r}: {e}") from e
+    names = frozenset() if getattr(args, "no_baselines", False) else names
+    if "slstt" in names:
+        from ..slstt.cli import check_flow
+        check_flow(args)
+    return names
+
+
+def _slstt_row(args) -> dict:
+    """evaluate's/finetune's options of the "slstt" row (``--aggregator``, ``--flow``, ...)."""
+    from ..slstt.cli import baseline_options
+    return {"slstt": baseline_options(args)}
+
+
+def _slstt_cfg(args):
+    """evaluate's "slstt" row is trained with finetune's defaults (no flip on --dataset synthetic)."""
+    from ..augment import PairAugment
+    from ..recognition.finetune import FinetuneConfig
+    return FinetuneConfig(seed=args.seed, aug=PairAugment(flip=0.0 if args.dataset == "synthetic" else 0.5))
 
 
 def _print_loso(args, res):
@@ -255,30 +285,41 @@ def _print_loso(args, res):
 def cmd_finetune(args):
     import torch
 
+    from ..slstt.cli import check_slstt_args, is_slstt, run_slstt
     from ..train import init_distributed
     refuse_double_untrained(args)
     init_distributed()  # torchrun: the folds are dealt to the ranks
+    baselines = baselines_from(args)
+    if is_slstt(args.model):
+        check_slstt_args(args)
     table = _annotation_table(args)  # first: a wrong folder fails before the model is built
     torch.manual_seed(args.seed)  # a named config without --checkpoint: the same init on every rank
-    model = model_from(args)
-    res = run_finetune(args, model, table)
+    if is_slstt(args.model):
+        res = run_slstt(args, table, _augment(args), baselines)
+    else:
+        res = run_finetune(args, model_from(args), table, baselines)
     if res is not None:
         _print_loso(args, res)
     return res
 
 
-def run_finetune(args, model, table):
-    """``micronbert finetune`` from its parsed flags."""
+def _augment(args):
+    """finetune's PairAugment from its flags (no flip by default on --dataset synthetic)."""
     from ..augment import PairAugment
-    from ..recognition.finetune import finetune
     flip = args.flip if args.flip is not None else (0.0 if args.dataset == "synthetic" else 0.5)
-    aug = PairAugment(crop_scale=tuple(args.crop_scale), rotate=args.rotate, flip=flip, jitter=args.jitter)
-    return finetune(model, table, args.out, table.attrs["classes"], baselines=not args.no_baselines,
+    return PairAugment(crop_scale=tuple(args.crop_scale), rotate=args.rotate, flip=flip, jitter=args.jitter)
+
+
+def run_finetune(args, model, table, baselines=None):
+    """``micronbert finetune`` from its parsed flags (``baselines``: default ``--baselines``')."""
+    from ..recognition.finetune import finetune
+    baselines = baselines_from(args) if baselines is None else baselines
+    return finetune(model, table, args.out, table.attrs["classes"], baselines=baselines,
                     freeze=args.freeze, head_epochs=args.head_epochs, save_models=args.save_models,
-                    on_error=args.on_error,
+                    on_error=args.on_error, aug=_augment(args), **_slstt_row(args),
                     epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
                     warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay,
-                    weight_decay=args.weight_decay, bf16=not args.no_bf16, seed=args.seed, aug=aug)
+                    weight_decay=args.weight_decay, bf16=not args.no_bf16, seed=args.seed)
 
 
 def _annotation_table(args):

@@ -269,8 +269,25 @@ def finetune_own_flags() -> List[Flag]:
     ]
 
 
+def slstt_flags() -> List[Flag]:
+    """SLSTT's flags: the model of `finetune --model slstt_*`, and the `--baselines ...,slstt` row."""
+    from ..slstt.flow import METHODS
+    from ..slstt.model import AGGREGATORS
+    return [
+        Flag("--aggregator", "SLSTT's temporal aggregator (--model slstt_*, or the slstt baseline; "
+             "default: the config's, lstm)", str, None, choices=AGGREGATORS),
+        Flag("--flow", "SLSTT's optical flow from the onset to each frame (tvl1 needs "
+             "opencv-contrib's cv2.optflow)", str, "farneback", choices=METHODS),
+        Flag("--flow-cache", "SLSTT's flow fields cached in this folder (default OUT/flow_cache)", str),
+    ]
+
+
 def recognition_flags(models, name: str) -> List[Flag]:
-    """evaluate's flags; finetune's adds its own before --on-error."""
+    """evaluate's flags; finetune's adds its own before --on-error (and takes SLSTT's models)."""
+    from ..slstt.model import SLSTT_CONFIGS
+    slstt = ("named config (without --checkpoint); slstt_tiny, slstt_paper: SLSTT, a ViT on optical "
+             "flow trained per fold from scratch (docs/slstt.md)")
+    model = model_flags(models + sorted(SLSTT_CONFIGS), model=slstt) if name == "finetune" else model_flags(models)
     return [
         Flag("--data", "dataset root", str, required=True),
         Flag("--dataset", "annotation layout (synthetic: what `micronbert synth` writes; "
@@ -281,12 +298,16 @@ def recognition_flags(models, name: str) -> List[Flag]:
              "(default: the dataset's own: casme2_5 for casme2, megc2019_3 for megc2019, the emotions "
              "as written otherwise)", str),
         Flag("--out", "output folder", str, required=True),
-        *model_flags(models),
+        *model,
         Flag("--head-epochs", "epochs of the linear head per fold (probe and feature baselines)", int, 300,
              "int>=1"),
-        Flag("--no-baselines", "skip the pixel difference, optical flow and untrained-model baselines"),
+        Flag("--baselines", "rows beside the model, comma-separated from pixel_difference, optical_flow, "
+             "untrained, slstt (SLSTT trained per fold on the same folds; minutes on a CPU), "
+             "default (the first three), none", str, "default"),
+        Flag("--no-baselines", "no baselines (= --baselines none)"),
         Flag("--allow-untrained", "run without --checkpoint although the model row is then the "
              "untrained baseline again (refused otherwise)"),
+        *slstt_flags(),
         Flag("--seed", "seed of the folds' training and the untrained model", int, 0),
         *(finetune_own_flags() if name == "finetune" else []),
         Flag("--on-error", "unreadable clip or sheet row: stop with an error naming it, or skip it", str,

@@ -39,8 +39,8 @@ from ..train import classifier_epoch, dist_info
 from .features import onset_apex_frames, pair_features, pick_device, untrained_like
 from ..names import unique_names, write_names
 from .folds import class_weights, fold_seed, labelled, loso_splits
-from .probe import evaluate, feature_baselines
-from .report import BASELINES_HOW, fold_row, write_loso
+from .probe import evaluate, shared_baselines
+from .report import BASELINES_HOW, baseline_set, fold_row, write_loso
 
 
 @dataclass
@@ -240,14 +240,16 @@ def _gather(mine: dict, world: int) -> dict:
 
 
 def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], device: Optional[str] = None,
-             baselines: bool = True, freeze: bool = False, backend: str = "auto", head_epochs: int = 300,
+             baselines=True, freeze: bool = False, backend: str = "auto", head_epochs: int = 300,
              save_models: bool = False, progress: bool = True, on_error: str = "raise",
-             **hparams) -> Optional[dict]:
+             slstt: Optional[dict] = None, **hparams) -> Optional[dict]:
     """LOSO fine-tuning on an annotation table (``hparams``: FinetuneConfig's fields, ``aug``
-    a PairAugment). ``freeze``: the linear probe (``evaluate``) instead. With ``baselines``
-    the pixel difference and optical flow (linear head, ``head_epochs``) and the untrained
-    model (fine-tuned the same way) on the same folds. Writes ``write_loso``'s files and the
-    per-fold logs; returns loso.json's dict (None on ranks other than 0 under torchrun)."""
+    a PairAugment). ``freeze``: the linear probe (``evaluate``) instead. ``baselines``
+    (``report.baseline_set``; True: the default rows) on the same folds: the pixel difference
+    and optical flow (linear head, ``head_epochs``), the untrained model (fine-tuned the same
+    way), "slstt" (SLSTT trained with the same FinetuneConfig, ``slstt``: its options, on
+    rank 0). Writes ``write_loso``'s files and the per-fold logs; returns loso.json's dict
+    (None on ranks other than 0 under torchrun)."""
     model = model_or_checkpoint
     if isinstance(model, (str, os.PathLike)):  # ours or the authors', told apart by the file's content
         from ..checkpoint import load_model
@@ -255,7 +257,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     cfg = FinetuneConfig.from_hparams(**hparams)
     if freeze:
         return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed,
-                        on_error=on_error, epochs=head_epochs)
+                        on_error=on_error, slstt=slstt, slstt_cfg=cfg, epochs=head_epochs)
     if cfg.epochs < 1 or cfg.batch < 2:
         raise ValueError(f"fine-tuning needs epochs >= 1 and batch >= 2, got {cfg.epochs} and {cfg.batch}")
     t_start = time.time()
@@ -265,8 +267,9 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     splits, skipped = loso_splits(table["subject"].values, y, n)
     onset, apex = onset_apex_frames(table, model.config.img_size)
     rank, world = dist_info()
+    asked = baseline_set(baselines)
     nets = {"model": model}
-    if baselines:
+    if "untrained" in asked:
         nets["untrained"] = untrained_like(model, cfg.seed)
     jobs = [(k, i) for k in nets for i in range(len(splits))]
     os.makedirs(out_dir, exist_ok=True)
@@ -289,11 +292,10 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     preds = {k: torch.full_like(y, -1) for k in nets}
     for (kind, i), pred in mine.items():
         preds[kind][torch.from_numpy(splits[i]["test"])] = pred
-    methods = {"model": preds["model"]}
-    if baselines:
-        methods.update(feature_baselines(onset, apex, y, splits, n, model.config.patch_size, epochs=head_epochs))
-        methods["untrained"] = preds["untrained"]
-    return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how=HOW,
+    rows, how = shared_baselines(asked, table, y, splits, n, onset, apex, model.config.patch_size, out_dir,
+                                 classes, report, slstt, cfg, epochs=head_epochs)
+    methods = {"model": preds["model"], **rows, **{k: v for k, v in preds.items() if k != "model"}}
+    return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how={**HOW, **how},
                       extra={"finetune": cfg.as_dict(), "device": device, "world_size": world,
                              "seconds": round(time.time() - t_start, 1), "data_report": report.as_dict()})
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .features import frame_features, onset_apex_frames, pick_device, untrained_like
 from .folds import class_weights, labelled, loso_splits
-from .report import BASELINES_HOW, fold_table, write_loso
+from .report import BASELINES_HOW, baseline_set, fold_table, write_loso
 
 
 def train_head(x, y, n_classes, epochs=300, lr=1e-2, weight_decay=1e-3, seed=0):
@@ -63,25 +63,53 @@ def feature_baselines(onset, apex, y, splits, n_classes, patch_size, **head_kw) 
             for name, x in baseline_features(onset, apex, patch_size).items()}
 
 
+def shared_baselines(names, table, y, splits, n_classes, onset, apex, patch_size, out_dir, classes=None,
+                     report=None, slstt: Optional[dict] = None, slstt_cfg=None, **head_kw):
+    """The rows of ``names`` (``report.baseline_set``) that every LOSO run scores alike:
+    pixel difference and optical flow (linear head), and SLSTT trained per fold with
+    ``slstt_cfg`` (a FinetuneConfig; ``slstt``: ``slstt.train.baseline_row``'s options).
+    Returns ({name: predictions (K,)}, {name: how it was made})."""
+    methods, how = {}, {}
+    if names & {"pixel_difference", "optical_flow"}:
+        feats = feature_baselines(onset, apex, y, splits, n_classes, patch_size, **head_kw)
+        methods.update({k: v for k, v in feats.items() if k in names})
+        how.update({k: v for k, v in BASELINES_HOW.items() if k in names})
+    if "slstt" in names:
+        from ..slstt.train import baseline_row
+        from .finetune import FinetuneConfig
+        cfg = slstt_cfg if slstt_cfg is not None else FinetuneConfig()
+        methods["slstt"], how["slstt"] = baseline_row(table, y, splits, n_classes, out_dir, cfg, report=report,
+                                                      classes=classes, **(slstt or {}))
+    return methods, how
+
+
 def evaluate(model, table, out_dir: str, classes: List[str], device: Optional[str] = None,
-             baselines: bool = True, seed: int = 0, on_error: str = "raise", **head_kw) -> dict:
-    """The linear probe, LOSO: a linear head per fold on frozen ``pair_features``; with
-    ``baselines`` the pixel difference, optical flow and the untrained model (same config,
-    fresh init from ``seed``) on the same folds with the same head. ``on_error="skip"``:
-    clips whose frames do not decode are dropped; they and the sheet's skips and repairs
-    (``table.attrs["report"]``) are in the result's "data_report". Writes ``write_loso``'s
-    files; returns loso.json's dict."""
+             baselines=True, seed: int = 0, on_error: str = "raise", slstt: Optional[dict] = None,
+             slstt_cfg=None, **head_kw) -> dict:
+    """The linear probe, LOSO: a linear head per fold on frozen ``pair_features``, beside
+    ``baselines`` (``report.baseline_set``: True = the pixel difference, optical flow and the
+    untrained model (same config, fresh init from ``seed``) with the same head on the same
+    folds; "slstt" adds SLSTT, ``slstt``/``slstt_cfg`` as ``shared_baselines``; default
+    ``FinetuneConfig(seed=seed)``). ``on_error="skip"``: clips whose frames do not decode are
+    dropped; they and the sheet's skips and repairs (``table.attrs["report"]``) are in the
+    result's "data_report". Writes ``write_loso``'s files; returns loso.json's dict."""
+    names = baseline_set(baselines)
     device = pick_device(device)
     table, y, report = labelled(table, classes, on_error)
     n = len(classes)
     splits, skipped = loso_splits(table["subject"].values, y, n)
     onset, apex = onset_apex_frames(table, model.config.img_size)
     methods = {"model": probe(frame_features(model, onset, apex, device), y, splits, n, **head_kw)}
-    if baselines:
-        methods.update(feature_baselines(onset, apex, y, splits, n, model.config.patch_size, **head_kw))
+    if slstt_cfg is None and "slstt" in names:
+        from .finetune import FinetuneConfig
+        slstt_cfg = FinetuneConfig(seed=seed)
+    rows, how = shared_baselines(names, table, y, splits, n, onset, apex, model.config.patch_size, out_dir,
+                                 classes, report, slstt, slstt_cfg, **head_kw)
+    methods.update(rows)
+    if "untrained" in names:
         fresh = untrained_like(model, seed)
         methods["untrained"] = probe(frame_features(fresh, onset, apex, device), y, splits, n, **head_kw)
-    how = {"model": "linear probe on frozen encoder + DMA features", **BASELINES_HOW,
+    how = {"model": "linear probe on frozen encoder + DMA features", **how,
            "untrained": "linear probe on a fresh model of the same config"}
     return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="probe", how=how,
                       extra={"data_report": report.as_dict()})

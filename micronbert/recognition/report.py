@@ -17,6 +17,29 @@ BASELINES_HOW = {"pixel_difference": "linear head on |apex - onset| pooled to th
                  "optical_flow": "linear head on Farneback flow (u, v, magnitude) pooled to the patch grid"}
 
 
+# the rows a LOSO run can put beside its model (``--baselines``), and those it puts by default
+BASELINES = ("pixel_difference", "optical_flow", "untrained", "slstt")
+DEFAULT_BASELINES = ("pixel_difference", "optical_flow", "untrained")
+
+
+def baseline_set(baselines) -> frozenset:
+    """The baseline rows asked for: True = DEFAULT_BASELINES, False/None = none, or names
+    (a list, or one comma-separated string; "default" stands for DEFAULT_BASELINES, "none"
+    for nothing). An unknown name is a ValueError naming the known ones."""
+    if baselines is None or isinstance(baselines, bool):
+        return frozenset(DEFAULT_BASELINES if baselines else ())
+    names = baselines.split(",") if isinstance(baselines, str) else list(baselines)
+    out = set()
+    for name in (str(b).strip() for b in names):
+        if name == "default":
+            out.update(DEFAULT_BASELINES)
+        elif name in BASELINES:
+            out.add(name)
+        elif name not in ("none", ""):
+            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}, default, none")
+    return frozenset(out)
+
+
 def metrics(y_true, y_pred, n_classes: int) -> Dict[str, float]:
     """Accuracy, UF1 (unweighted mean F1) and UAR (unweighted mean recall) over
     ``range(n_classes)`` (a class absent from both scores F1 = recall = 0, as sklearn's

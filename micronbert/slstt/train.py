@@ -23,7 +23,7 @@ from ..names import unique_names, write_names
 from ..recognition.features import pick_device
 from ..recognition.finetune import FinetuneConfig
 from ..recognition.folds import class_weights, fold_seed, labelled, loso_splits
-from ..recognition.report import metrics, write_loso
+from ..recognition.report import baseline_set, metrics, write_loso
 from ..train import classifier_epoch
 from .flow import flow_augment, table_flows
 from .model import SLSTT, SLSTTConfig, create_slstt, get_slstt_config
@@ -145,19 +145,35 @@ def slstt_baseline(table, y, splits, n_classes: int, cfg: FinetuneConfig, scfg="
     return slstt_predictions(flows, y, splits, n_classes, scfg, cfg, device, out_dir, classes, save_models, progress)
 
 
+def baseline_row(table, y, splits, n_classes: int, out_dir: str, cfg: FinetuneConfig, model: str = "slstt_tiny",
+                 aggregator: Optional[str] = None, flow: str = "farneback", flow_cache: Optional[str] = None,
+                 face_cache: Optional[str] = None, report=None, classes=None, device: Optional[str] = None,
+                 progress: bool = True):
+    """The "slstt" row of another model's LOSO run (``evaluate``, ``finetune``): SLSTT
+    ``model`` with ``aggregator`` trained with ``cfg`` on the same folds; per-fold logs in
+    OUT/slstt/, flow fields cached in ``flow_cache`` (default OUT/flow_cache). Returns
+    (predictions (K,), how the row was made)."""
+    scfg = get_slstt_config(model, aggregator=aggregator)
+    preds = slstt_baseline(table, y, splits, n_classes, cfg, scfg, pick_device(device), flow,
+                           flow_cache or os.path.join(out_dir, "flow_cache"), face_cache, report,
+                           os.path.join(out_dir, "slstt"), classes, False, progress)
+    return preds, (f"{model} (ViT on onset->frame {flow} flow, {scfg.aggregator} aggregator) trained per fold "
+                   f"from scratch ({cfg.epochs} epochs, lr {cfg.lr:g}), docs/slstt.md")
+
+
 HOW = {"model": "SLSTT trained per fold from scratch (ViT on onset->frame flow, {agg} aggregator, head)",
        "pixel_difference": "linear head on |apex - onset| pooled to the patch grid",
        "optical_flow": "linear head on Farneback flow (u, v, magnitude) pooled to the patch grid"}
 
 
 def finetune_slstt(table, out_dir: str, classes: List[str], model: str = "slstt_tiny",
-                   aggregator: Optional[str] = None, device: Optional[str] = None, baselines: bool = True,
+                   aggregator: Optional[str] = None, device: Optional[str] = None, baselines=True,
                    flow: str = "farneback", flow_cache: Optional[str] = None, face_cache: Optional[str] = None,
                    head_epochs: int = 300, save_models: bool = False, progress: bool = True,
                    on_error: str = "raise", slstt_overrides: Optional[dict] = None, **hparams) -> dict:
     """LOSO training of SLSTT (``model`` a named SLSTT config, ``aggregator`` "lstm" | "mean",
     ``hparams`` FinetuneConfig's fields) on an annotation table, with the pixel difference and
-    optical flow baselines on the same folds. Flow fields are cached in ``flow_cache``
+    optical flow baselines on the same folds where ``baselines`` (``baseline_set``) has them. Flow fields are cached in ``flow_cache``
     (default OUT/flow_cache). Writes ``write_loso``'s files and per-fold logs; returns
     loso.json's dict, as ``finetune``."""
     cfg = FinetuneConfig.from_hparams(**hparams)
@@ -171,11 +187,13 @@ def finetune_slstt(table, out_dir: str, classes: List[str], model: str = "slstt_
     methods = {"model": slstt_baseline(table, y, splits, n, cfg, scfg, device, flow,
                                        flow_cache or os.path.join(out_dir, "flow_cache"), face_cache, report,
                                        out_dir, classes, save_models, progress)}
-    if baselines:
+    names = baseline_set(baselines) & {"pixel_difference", "optical_flow"}  # SLSTT has no untrained twin
+    if names:
         from ..recognition.features import onset_apex_frames
-        from ..recognition.probe import feature_baselines
+        from ..recognition.probe import shared_baselines
         onset, apex = onset_apex_frames(table, scfg.img_size)
-        methods.update(feature_baselines(onset, apex, y, splits, n, scfg.patch_size, epochs=head_epochs))
+        methods.update(shared_baselines(names, table, y, splits, n, onset, apex, scfg.patch_size, out_dir,
+                                        epochs=head_epochs)[0])
     how = {**HOW, "model": HOW["model"].format(agg=scfg.aggregator)}
     return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how=how,
                       extra={"slstt": asdict(scfg), "slstt_model": model, "flow": flow, "finetune": cfg.as_dict(),
