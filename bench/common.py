@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from micronbert.kernels.roofline import SPEC_SHEET
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -168,10 +170,9 @@ def series_by(rows, key: str, x: str, y: str) -> dict:
 # --------------------------------------------------------------------------
 # The machine's limits, beside every speed
 # --------------------------------------------------------------------------
-# Spec-sheet figures: ASSUMPTIONS from the vendors' data sheets, never measured here. Dense bf16
-# tensor-core TFLOP/s (no sparsity) and HBM TB/s; the first name found in the device's name wins.
-SPEC_SHEET = (("H100 PCIe", 756.0, 2.0), ("H100 NVL", 835.0, 3.9), ("H100", 989.0, 3.35),
-              ("H200", 989.0, 4.8), ("A100", 312.0, 2.039))
+# Spec-sheet figures: ASSUMPTIONS from the vendors' data sheets, never measured here (dense bf16
+# tensor-core TFLOP/s, HBM TB/s; the first name found in the device's name wins):
+# micronbert.kernels.roofline.SPEC_SHEET, the one source the roofline predicts with too.
 
 
 def spec_sheet(device: str):

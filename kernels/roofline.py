@@ -12,9 +12,13 @@ import triton
 
 from . import dma_triton
 
-# Rates measured on the lent H100 (bf16 dense tensor cores; HBM), used for every prediction.
-PEAK_TFLOPS = 800.0
-PEAK_TBPS = 3.0
+# Spec-sheet peaks, ASSUMPTIONS (no GPU of this project has measured them): (name as in
+# torch.cuda.get_device_name(), dense bf16 tensor-core TFLOP/s, HBM TB/s). The one source of
+# peak figures: the roofline predicts with the H100 SXM's, and bench/ reports fractions of these
+# beside the rates it measures itself (bench/common.py).
+SPEC_SHEET = (("H100 PCIe", 756.0, 2.0), ("H100 NVL", 835.0, 3.9), ("H100", 989.0, 3.35),
+              ("H200", 989.0, 4.8), ("A100", 312.0, 2.039))
+_, PEAK_TFLOPS, PEAK_TBPS = next(r for r in SPEC_SHEET if r[0] == "H100")  # the SXM part
 # Not in the max: the special-function units' exp rate (FlashAttention-3's H100 SXM figure,
 # 3.9 T/s), reported beside it, since at d = 64 a score's exp costs about as much as its GEMM.
 PEAK_TEXP = 3.9
@@ -206,7 +210,8 @@ ROOFLINE_NOTES = f"""How the numbers are made (kernels/roofline.py, no GPU):
   while its programs run); eager: each op reads its inputs and writes its output, N x N
   tensors in the inputs' dtype (bf16, 2 bytes).
 - predicted time = sum over kernels (or eager ops) of max(FLOPs / {PEAK_TFLOPS:g} TFLOP/s,
-  bytes / {PEAK_TBPS:g} TB/s): the H100's measured bf16 dense and HBM rates; no launch
+  bytes / {PEAK_TBPS:g} TB/s): the H100 SXM's spec-sheet bf16 dense and HBM peaks (assumed,
+  not measured); no launch
   overheads, tails or wave quantisation. exp_ms: the score exponentials alone at
   {PEAK_TEXP:g} T exp/s (special-function units; FlashAttention-3's H100 figure), not in the
   max: where it comes near predicted_ms (d = 64), the exps, not the GEMMs, set the pace.
