@@ -30,7 +30,8 @@ def demo(args) -> dict:
     maps = _maps(args, model, untrained, table, held, test_table, data)
     print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
     from ..recognition.probe import evaluate
-    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed)
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed,
+                   precision=getattr(args, "precision", "auto"))
     out = _results(args, model, maps, res, records, len(train_clips), t_start)
     _write(args, out)
     return out
@@ -75,7 +76,8 @@ def _pretrain(args, train_clips):
           f"unlabeled clips (held-out subjects excluded)", flush=True)
     loader = pretrain_loader(train_clips, model.config, args.batch, (1, 6), args.seed)
     records = train(model, loader, args.steps, os.path.join(args.out, "pretrain"), lr=args.lr,
-                    warmup=max(1, args.steps // 20), ckpt_every=max(1, args.steps))
+                    warmup=max(1, args.steps // 20), ckpt_every=max(1, args.steps),
+                    precision=getattr(args, "precision", "auto"))
     return model, untrained, records
 
 
@@ -89,7 +91,8 @@ def _maps(args, model, untrained, table, held, test_table, data) -> dict:
     prior = location_prior(table[~table.subject.isin(held)], os.path.join(data, "masks"),
                            model.config.img_size)
     diagnostics = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior,
-                                  groups=amplitude_groups(test_table, data))
+                                  groups=amplitude_groups(test_table, data),
+                                  precision=getattr(args, "precision", "auto"))
     summary = map_summary(diagnostics)
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[:k], ap[:k], maps[:k], truth[:k],
                      title=f"held-out subjects, after {args.steps} steps: map ROC-AUC {auc1:.3f} "
@@ -118,6 +121,7 @@ def _results(args, model, maps: dict, res: dict, records, n_clips: int, t_start:
                      "baselines": {b: {k: m[k] for k in ("accuracy", "uf1", "uar") if k in m}
                                    for b, m in loso_base.items()}},
             "nuisance": getattr(args, "nuisance", "none"),
+            "precision": records[-1].get("precision") if records else None,
             "pretrain": {"steps": args.steps, "batch": args.batch, "clips": n_clips,
                          "model": args.model, "overrides": json.loads(args.overrides or "{}"),
                          "extensions": model.config.extensions(),

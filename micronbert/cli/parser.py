@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..kernels.backend import BACKENDS
+from ..kernels.backend import BACKENDS, PRECISIONS
 from ..runs import UsageError
 
 DATASETS = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
@@ -78,11 +78,18 @@ def default(source, name: str):
 # ------------------------------------------------------------------ the tables
 def model_flags(models, checkpoint="ours or the authors' checkpoint",
                 model="named config (without --checkpoint)") -> List[Flag]:
-    """--checkpoint, --model, --overrides and --backend: which model a command runs."""
+    """--checkpoint, --model, --overrides, --backend and --precision: which model a command
+    runs, and how."""
     return [Flag("--checkpoint", checkpoint, str),
             Flag("--model", model, str, "micronbert_s8", choices=models),
             Flag("--overrides", "JSON of config overrides", str),
-            backend_flag()]
+            backend_flag(), precision_flag()]
+
+
+def precision_flag() -> Flag:
+    return Flag("--precision", "arithmetic of the model: auto = bf16 autocast on CUDA and on CPUs "
+                "with native bf16 matrix units (AMX, AVX512-BF16), fp32 elsewhere; weights, "
+                "optimiser state and checkpoints stay fp32", str, "auto", choices=PRECISIONS)
 
 
 def backend_flag() -> Flag:
@@ -109,7 +116,7 @@ def demo_flags(models) -> List[Flag]:
         Flag("--nuisance", "nuisance of the synthetic clips (synth --nuisance): head motion, light, "
              "noise, blur, JPEG; none: the clean set a subtraction wins", str, "medium",
              choices=("none", "low", "medium", "high")),
-        backend_flag(),
+        backend_flag(), precision_flag(),
         Flag("--seed", "seed of everything", int, 0),
     ]
 
@@ -191,7 +198,7 @@ def train_flags() -> List[Flag]:
         Flag("--overwrite", "--out already holds a run: move its files aside to OUT/replaced-<time>/"),
         Flag("--keep", "also keep OUT/step-<N>.pt of the last K checkpoints (default: last.pt only)", int,
              t("keep"), "int>=1"),
-        Flag("--no-bf16", "no bf16 autocast on CUDA"),
+        Flag("--no-bf16", "deprecated: the same as --precision fp32"),
         Flag("--compile", "torch.compile the model"),
         Flag("--tensorboard", "also log to OUT/tb"),
         Flag("--seed", "seed of the samples and the model", int, ld("seed")),
@@ -238,7 +245,7 @@ def finetune_own_flags() -> List[Flag]:
         Flag("--crop-scale", "area fraction of the random square crop of a pair", float, d.aug.crop_scale,
              nargs=2, metavar=("MIN", "MAX")),
         Flag("--jitter", "brightness/contrast/saturation jitter of a pair", float, d.aug.jitter),
-        Flag("--no-bf16", "no bf16 autocast on CUDA"),
+        Flag("--no-bf16", "deprecated: the same as --precision fp32"),
         Flag("--save-models", "write each fold's weights to OUT/fold_<subject>.pt"),
     ]
 
