@@ -16,6 +16,7 @@ precision bf16 does. Writes bench/results/<device>/bench_cpu_route.{csv,md}, a r
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
@@ -29,13 +30,15 @@ from micronbert.kernels import diagonal_micro_attention  # noqa: E402
 from micronbert.kernels.backend import precision as autocast_of  # noqa: E402
 
 
-def fwd_bwd(fn, *shapes, dtype):
-    """A closure timing fn's forward and backward on fresh leaves of ``shapes`` in ``dtype``."""
+def fwd_bwd(fn, *shapes, dtype, backward=True):
+    """A closure timing fn's forward (and backward) on fresh leaves of ``shapes`` in ``dtype``."""
     g = torch.Generator().manual_seed(0)
-    xs = [torch.randn(s, generator=g).to(dtype).requires_grad_() for s in shapes]
+    xs = [torch.randn(s, generator=g).to(dtype).requires_grad_(backward) for s in shapes]
 
     def step():
         out = fn(*xs)
+        if not backward:
+            return
         out = out[0] if isinstance(out, tuple) else out
         out.float().sum().backward()
     return step
@@ -55,12 +58,14 @@ def op_rows(table, reps):
                                                                                 backend="torch"), dma),
              ("attention", "sdpa", F.scaled_dot_product_attention, att),
              ("attention", "explicit softmax", explicit_attention, att)]
-    for what, variant, fn, shape in cases:
-        for name, dtype in dtypes.items():
-            ms = time_ms(fwd_bwd(fn, shape, shape, shape, dtype=dtype), "cpu", warmup=1, reps=reps)
-            table.add({"what": what, "variant": variant, "precision": name, "shape": "x".join(map(str, shape)),
-                       "mode": "fwd+bwd", "median_ms": ms})
-            print(table.rows[-1], flush=True)
+    for (what, variant, fn, shape), (name, dtype), mode in itertools.product(
+            cases, dtypes.items(), ("fwd+bwd", "infer")):
+        step = fwd_bwd(fn, shape, shape, shape, dtype=dtype, backward=mode == "fwd+bwd")
+        with torch.set_grad_enabled(mode == "fwd+bwd"):
+            ms = time_ms(step, "cpu", warmup=1, reps=reps)
+        table.add({"what": what, "variant": variant, "precision": name, "shape": "x".join(map(str, shape)),
+                   "mode": mode, "median_ms": ms})
+        print(table.rows[-1], flush=True)
 
 
 def encoder_rows(table, reps, compile_too):
@@ -97,15 +102,16 @@ def main():
 def fastest(rows) -> list:
     """One line per (what, precision): the fastest variant of this run, and by how much."""
     out = []
-    for key in dict.fromkeys((r["what"], r["precision"]) for r in rows):
-        rs = sorted((r for r in rows if (r["what"], r["precision"]) == key), key=lambda r: r["median_ms"])
+    key = lambda r: (r["what"], r["mode"], r["precision"])  # noqa: E731
+    for k in dict.fromkeys(map(key, rows)):
+        rs = sorted((r for r in rows if key(r) == k), key=lambda r: r["median_ms"])
         if len(rs) > 1:
-            out.append(f"fastest {key[0]} in {key[1]} here: {rs[0]['variant']} "
+            out.append(f"fastest {k[0]} {k[1]} in {k[2]} here: {rs[0]['variant']} "
                        f"({rs[1]['median_ms'] / rs[0]['median_ms']:.2f}x {rs[1]['variant']})")
-    for what in dict.fromkeys(r["what"] for r in rows):
-        best = {p: min(r["median_ms"] for r in rows if r["what"] == what and r["precision"] == p)
+    for what, mode in dict.fromkeys((r["what"], r["mode"]) for r in rows):
+        best = {p: min(r["median_ms"] for r in rows if (r["what"], r["mode"], r["precision"]) == (what, mode, p))
                 for p in ("fp32", "bf16")}
-        out.append(f"{what}: best bf16 over best fp32 here {best['fp32'] / best['bf16']:.2f}x")
+        out.append(f"{what} {mode}: best bf16 over best fp32 here {best['fp32'] / best['bf16']:.2f}x")
     return out
 
 

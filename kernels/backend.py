@@ -112,11 +112,14 @@ def xformers_ops():
 
 
 def attention_route(backend: str, t: torch.Tensor) -> str:
-    """The path of a transformer block's self-attention on tensor ``t``: "xformers" (CUDA,
-    "auto" or "triton", where xformers is installed), "reference" (explicit softmax(QK^T)V)
-    for "reference", else "sdpa" (``F.scaled_dot_product_attention``)."""
+    """The path of a transformer block's self-attention on tensor ``t`` (its q, k, v): "xformers"
+    (CUDA, "auto" or "triton", where xformers is installed), "reference" (explicit
+    softmax(QK^T)V) for "reference" and for "auto" on bf16 CPU tensors, else "sdpa"
+    (``F.scaled_dot_product_attention``)."""
     if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:
         return "xformers"
+    if backend == "auto" and t.device.type == "cpu" and t.dtype == torch.bfloat16:
+        return "reference"  # bf16 on the CPU: faster than SDPA (bench_cpu_route, bench_train)
     return "reference" if backend == "reference" else "sdpa"
 
 

@@ -55,7 +55,7 @@ class Attention(nn.Module):
     def forward(self, x):  # B N D
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
-        route = attention_route(self.backend, x)
+        route = attention_route(self.backend, qkv)
         if route == "xformers":
             q, k, v = qkv.unbind(2)  # B N h d
             x = xformers_ops().memory_efficient_attention(q, k, v).reshape(b, n, c)
