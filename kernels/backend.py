@@ -114,12 +114,13 @@ def xformers_ops():
 def attention_route(backend: str, t: torch.Tensor) -> str:
     """The path of a transformer block's self-attention on tensor ``t`` (its q, k, v): "xformers"
     (CUDA, "auto" or "triton", where xformers is installed), "reference" (explicit
-    softmax(QK^T)V) for "reference" and for "auto" on bf16 CPU tensors, else "sdpa"
+    softmax(QK^T)V) for "reference" and for "auto" on bf16 CPU tensors that autograd
+    records (training; SDPA stays faster for inference), else "sdpa"
     (``F.scaled_dot_product_attention``)."""
     if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:
         return "xformers"
-    if backend == "auto" and t.device.type == "cpu" and t.dtype == torch.bfloat16:
-        return "reference"  # bf16 on the CPU: faster than SDPA (bench_cpu_route, bench_train)
+    if backend == "auto" and t.device.type == "cpu" and t.dtype == torch.bfloat16 and t.requires_grad:
+        return "reference"  # training in bf16 on the CPU: faster than SDPA's backward (bench_cpu_route)
     return "reference" if backend == "reference" else "sdpa"
 
 
