@@ -11,7 +11,8 @@
 Every route is fed what the loader gives: uint8 frames (B, 3, 224, 224) on the device.
 
     python bench/bench_train.py                 # GPU: B in {16, 64}, bf16 autocast
-    python bench/bench_train.py                 # a CPU: B=2 in fp32 (--precision bf16: autocast)
+    python bench/bench_train.py                 # a CPU: B=2, auto (bf16 autocast where native)
+    python bench/bench_train.py --routes authors fused --precision fp32 auto  # the CPU target
     python bench/bench_train.py --model micronbert_tiny --batches 1 --routes reference fused  # smoke
 
 images/s counts pairs per second of full training steps (forward, backward, AdamW);
@@ -36,6 +37,7 @@ from common import (Table, fraction, gemm_shape, limit_notes, line_plot, machine
                     peak_mb, series_by, spec_fraction, time_ms)
 from micronbert import create_model, get_config  # noqa: E402
 from micronbert.kernels import patchify, random_swap_mask  # noqa: E402
+from micronbert.kernels.backend import resolve_precision  # noqa: E402
 from micronbert.train import make_optimizer  # noqa: E402
 
 
@@ -98,35 +100,44 @@ def model_flops(name, batch, device):
     return fc.get_total_flops()
 
 
+def time_route(route, args, b, device, precision, flops, lim) -> dict:
+    """One row: ``route``'s training step at batch ``b`` in ``precision`` (fp32 | bf16 autocast)."""
+    amp = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    step = make_step(route, args.model, b, device, amp)
+    ms = time_ms(step, device, warmup=2 if route != "compiled" else 3, reps=args.reps)
+    tflops = flops / ms / 1e9
+    return {"route": route, "B": b, "precision": precision, "median_ms": ms,
+            "images_per_s": b / ms * 1e3, "model_tflop_per_step": flops / 1e12,
+            "achieved_tflops": tflops, "frac_gemm": fraction(tflops, lim, precision),
+            "mfu_spec": spec_fraction(tflops, lim), "peak_mb": peak_mb(step, device)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="micronbert_s8", help="named config")
     ap.add_argument("--batches", type=int, nargs="+", default=None)
     ap.add_argument("--routes", nargs="+", default=["authors", "reference", "fused", "compiled"])
-    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), nargs="+", default=["auto"],
+                    help="one or more, each route timed in each: auto = kernels.backend.resolve_precision "
+                         "(bf16 autocast on CUDA and CPUs with native bf16, else fp32)")
     ap.add_argument("--reps", type=int, default=3, help="timed steps per route (the median is kept)")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batches = args.batches or ([16, 64] if device == "cuda" else [2])
-    precision = ("bf16" if device == "cuda" else "fp32") if args.precision == "auto" else args.precision
-    amp = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    precisions = list(dict.fromkeys(resolve_precision(p, device) for p in args.precision))
     lim = machine_limits(device, gemm_shape(get_config(args.model), max(batches)), quick=args.reps < 2)
-    table = Table("bench_train", device, limit_notes(lim) + [f"model {args.model}, precision {precision}"])
+    table = Table("bench_train", device, limit_notes(lim) + [
+        f"model {args.model}, precision {' and '.join(precisions)} (auto here: {resolve_precision('auto', device)})"])
     for b in batches:
         flops = model_flops(args.model, b, device)
-        for route in args.routes:
-            step = make_step(route, args.model, b, device, amp)
-            ms = time_ms(step, device, warmup=2 if route != "compiled" else 3, reps=args.reps)
-            tflops = flops / ms / 1e9
-            table.add({"route": route, "B": b, "precision": precision, "median_ms": ms,
-                       "images_per_s": b / ms * 1e3, "model_tflop_per_step": flops / 1e12,
-                       "achieved_tflops": tflops, "frac_gemm": fraction(tflops, lim, precision),
-                       "mfu_spec": spec_fraction(tflops, lim), "peak_mb": peak_mb(step, device)})
-            print(table.rows[-1], flush=True)
+        for precision in precisions:
+            for route in args.routes:
+                table.add(time_route(route, args, b, device, precision, flops, lim))
+                print(table.rows[-1], flush=True)
 
     def plot(path):
-        line_plot(path, series_by(table.rows, "route", "B", "images_per_s"), "batch", "images/s", logx=True)
+        rows = [dict(r, series=f"{r['route']} {r['precision']}") for r in table.rows]
+        line_plot(path, series_by(rows, "series", "B", "images_per_s"), "batch", "images/s", logx=True)
 
     table.finish(plot)
 

@@ -1,5 +1,5 @@
 """Which path runs an op: the backend names and one rule that resolves them (fused ops,
-a model's attention), and the precision of a run (``precision``).
+a model's attention), and the precision of a run (``resolve_precision``, ``precision``).
 
 No global state: a caller passes ``backend=`` to every op (a model resolves it once, at
 construction, and hands it down). Nothing here touches CUDA at import time.
@@ -112,18 +112,62 @@ def xformers_ops():
 
 
 def attention_route(backend: str, t: torch.Tensor) -> str:
-    """The path of a transformer block's self-attention on tensor ``t``: "xformers" (CUDA,
-    "auto" or "triton", where xformers is installed), "reference" (explicit softmax(QK^T)V)
-    for "reference", else "sdpa" (``F.scaled_dot_product_attention``)."""
+    """The path of a transformer block's self-attention on tensor ``t`` (its q, k, v): "xformers"
+    (CUDA, "auto" or "triton", where xformers is installed), "reference" (explicit
+    softmax(QK^T)V) for "reference" and for "auto" on bf16 CPU tensors that autograd
+    records (training; SDPA stays faster for inference), else "sdpa"
+    (``F.scaled_dot_product_attention``)."""
     if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:
         return "xformers"
+    if backend == "auto" and t.device.type == "cpu" and t.dtype == torch.bfloat16 and t.requires_grad:
+        return "reference"  # training in bf16 on the CPU: faster than SDPA's backward (bench_cpu_route)
     return "reference" if backend == "reference" else "sdpa"
 
 
-def precision(device, bf16: bool = True):
-    """The autocast context of a run on ``device``: bf16 on CUDA when ``bf16``, else none
-    (fp32 on the CPU). The one place where training, fine-tuning and spotting choose it."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively, as torch reports it (AMX
+    tiles or AVX512-BF16, through oneDNN); False where torch cannot tell."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(which="auto", device="cpu") -> str:
+    """The concrete precision ("fp32" | "bf16") of a run on ``device``.
+
+    Args:
+        which: one of PRECISIONS; ``True``/``False`` (the old ``bf16=`` switch) mean "auto"/"fp32".
+            "auto": bf16 autocast on CUDA and on CPUs with native bf16 matrix units
+            (``cpu_has_native_bf16``), fp32 elsewhere.
+        device: where the run computes.
+    """
+    if isinstance(which, bool):
+        which = "auto" if which else "fp32"
+    if which not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {which!r}")
+    if which != "auto":
+        return which
+    kind = torch.device(device).type
+    return "bf16" if kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16()) else "fp32"
+
+
+def precision(device, bf16="auto"):
+    """The autocast context of a run on ``device``: bf16 autocast where ``resolve_precision``
+    says bf16, else none (fp32). Weights, optimiser state and checkpoints stay fp32. The one
+    place where training, fine-tuning, evaluation and spotting choose it.
+
+    Args:
+        device: where the run computes. bf16: "auto" | "fp32" | "bf16", or the old switch
+            (True = "auto", False = "fp32").
+    """
     import contextlib
-    if bf16 and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if resolve_precision(bf16, device) == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -71,7 +71,8 @@ MAP_NAMES = {"model": "model (DMA map)", "untrained": "untrained model (same see
 
 
 @torch.no_grad()
-def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, groups=None):
+def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, groups=None,
+                    precision: str = "auto"):
     """ROC-AUC against ``truth`` (B, H, W) of the model's micro-motion map of the frames
     ``onset`` -> ``apex`` (uint8, or normalised float; B, 3, H, W) and of the maps beside
     it, all on the patch grid and upsampled alike (``micro_motion_map``), pooled over clips:
@@ -86,7 +87,14 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
     answers to the motion itself scores about 0.5 there; what it scores above 0.5 is a prior
     (position, texture). Returns a list of dicts: key, map, roc_auc, control_no_motion, and
     with ``groups`` ({name: bool (B,) clips}, e.g. ``amplitude_groups``) ``by_group``: the
-    ROC-AUC of the map on each group's clips alone."""
+    ROC-AUC of the map on each group's clips alone. ``precision``: the models' arithmetic
+    (auto | fp32 | bf16, kernels.backend.precision); each frame set is encoded once."""
+    from .kernels.backend import precision as autocast_of
+    with autocast_of(onset.device, precision):
+        return _map_rows(model, onset, apex, truth, untrained, prior, groups)
+
+
+def _map_rows(model, onset, apex, truth, untrained, prior, groups):
     model.eval()
     cfg = model.config
     gh, gw = cfg.grid
@@ -106,10 +114,11 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
         out = {name: roc_auc(m[np.asarray(sel)], y[np.asarray(sel)]) for name, sel in groups.items()}
         return {name: (None if np.isnan(v) else v) for name, v in out.items()}  # None: no clip
 
-    enc = {id(x): model.encode(x)[1] for x in (onset, apex)}  # tokens, each set encoded once
+    xs = {id(x): model.backbone(model.patchify(x)) for x in (onset, apex)}  # each set encoded once
+    enc = {k: x[:, 1:] for k, x in xs.items()}  # tokens
     from .baselines import farneback_flow, pixel_difference  # the recognition baselines' maps
     probes = {
-        "model": lambda x, z: model.motion_profile(model.micro_attention(x, z)[1]),
+        "model": lambda x, z: model.motion_profile(model.dma_between(xs[id(x)], xs[id(z)])[1]),
         "pixel_difference": lambda x, z: per_patch_mean(pixel_difference(x, z)[:, 0], p),
         "optical_flow": lambda x, z: per_patch_mean(farneback_flow(x, z)[:, 2], p),  # the magnitude
         "pixel_cosine": lambda x, z: 1 - F.cosine_similarity(model.patchify(x), model.patchify(z), dim=-1),
@@ -117,8 +126,8 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
         "null_key_probe": lambda x, z: null_key_probe(enc[id(z)], enc[id(x)]),
     }
     if untrained is not None:
-        untrained.eval()
-        probes["untrained"] = lambda x, z: untrained.motion_profile(untrained.micro_attention(x, z)[1])
+        ux = {id(x): untrained.eval().backbone(untrained.patchify(x)) for x in (onset, apex)}
+        probes["untrained"] = lambda x, z: untrained.motion_profile(untrained.dma_between(ux[id(x)], ux[id(z)])[1])
     if prior is not None:
         probes["location_prior"] = lambda x, z: per_patch_mean(prior[None], p)
     rows = []

@@ -55,7 +55,7 @@ class Attention(nn.Module):
     def forward(self, x):  # B N D
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
-        route = attention_route(self.backend, x)
+        route = attention_route(self.backend, qkv)
         if route == "xformers":
             q, k, v = qkv.unbind(2)  # B N h d
             x = xformers_ops().memory_efficient_attention(q, k, v).reshape(b, n, c)
@@ -314,8 +314,13 @@ class MicronBERT(nn.Module):
         Returns (x (V*B, 1+N, D): every view's CT and tokens, out, diag, poi_scores or None)."""
         b = patches[0].shape[0]
         x = self.backbone(torch.cat(patches))
-        out, diag, scores = self.dma(x[:b, 1:], x[b:2 * b, 1:], x[b:2 * b, 0])
-        return x, out, diag, scores
+        return (x, *self.dma_between(x[:b], x[b:2 * b]))
+
+    def dma_between(self, x_a, x_b):
+        """DMA between two frames' encoder outputs x_a, x_b (B, 1+N, D) (the earlier or
+        swapped frame, then the later one; CT first), so that a frame encoded once
+        (``backbone``) serves every pair it is in -> (out, diag, poi_scores or None)."""
+        return self.dma(x_a[:, 1:], x_b[:, 1:], x_b[:, 0])
 
     def pair_pass(self, frame_swapped, frame_next):
         """``encode_then_dma`` of two frame batches (uint8 or normalised float), patchified
@@ -345,7 +350,11 @@ class MicronBERT(nn.Module):
     def micro_motion_map(self, frame_a, frame_b):
         """1 - D / max(D) per sample, upsampled to the image: (B, H, W) in [0, 1],
         high where the two frames differ."""
-        m = self.motion_profile(self.micro_attention(frame_a, frame_b)[1])  # B N
+        return self.map_of(self.micro_attention(frame_a, frame_b)[1])
+
+    def map_of(self, diag):
+        """DMA's diagonal (B, heads, N) -> the micro-motion map (B, H, W) in [0, 1]."""
+        m = self.motion_profile(diag)  # B N
         gh, gw = self.config.grid
         m = F.interpolate(m.view(-1, 1, gh, gw), size=self.config.img_size, mode="bilinear",
                           align_corners=False)

@@ -335,6 +335,7 @@ def run_settings(tc, loader) -> Dict:
     batch = g("batch_size")
     return {"lr": tc.lr, "min_lr": tc.min_lr, "warmup": tc.warmup, "weight_decay": tc.weight_decay,
             "accum": tc.accum, "ema": tc.ema, "bf16": tc.bf16,
+            "precision": tc.precision if tc.bf16 else "fp32",
             "global_batch": batch * (g("world") or 1) if batch else None,
             "delta": list(g("delta")) if g("delta") is not None else None, "seed": g("seed"),
             "samples_per_epoch": g("samples_per_epoch"),

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import config_from_dict, load_state_dict_strict, read_checkpoint, save_checkpoint
-from .kernels.backend import precision
+from .kernels.backend import precision, resolve_precision
 from .runs import (FREE, keep_step_copy, non_finite, run_settings, settings_diff,
                    truncate_log)
 
@@ -60,7 +60,11 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.05):
             return FusedAdam(groups, lr=lr, betas=(0.9, 0.95), adam_w_mode=True)
         except Exception:
             pass
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True if cuda else None)
+    # fused: one pass per tensor, on CUDA and on the CPU (torch's CPU kernel: about 2x the
+    # per-parameter loop of the default on micronbert_s8, bench/results/cpu-x86_64-2cores)
+    fused = all(p.dtype in (torch.float32, torch.float64) for p in decay + no_decay) and (
+        cuda or all(p.device.type == "cpu" for p in decay + no_decay))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused or None)
 
 
 LOSSES = ("loss", "rec_loss", "poi_loss", "diag_loss")
@@ -132,7 +136,8 @@ class TrainConfig:
     accum: int = 1
     ema: float = 0.996  # base momentum of the PoI EMA teacher
     ckpt_every: int = 100
-    bf16: bool = True  # bf16 autocast on CUDA
+    precision: str = "auto"  # auto | fp32 | bf16 (kernels.backend.resolve_precision)
+    bf16: bool = True  # deprecated: False = precision "fp32"
     compile: bool = False
     tensorboard: bool = False
     stop_after: Optional[int] = None  # end early (as if killed) after this many steps
@@ -156,7 +161,8 @@ class Run:
         self.rank, self.world = dist_info()
         self.opt = make_optimizer(model, tc.lr, tc.weight_decay)
         self.net, self.start, self.it = model, 0, None
-        self.amp = precision(device, tc.bf16)
+        self.precision = resolve_precision(tc.precision if tc.bf16 else "fp32", device)
+        self.amp = precision(device, self.precision)
         self.ckpt_path = os.path.join(out_dir, "last.pt")  # the last good (confirmed) checkpoint
         # a checkpoint is saved to `pending.pt` and becomes last.pt once the step after it
         # gives a finite loss (the end of the run's is final at once): so after a divergence
@@ -233,6 +239,8 @@ def setup_run(model, loader, tc: TrainConfig, out_dir: str, resume: Optional[str
         run.net = torch.compile(run.net)
     os.makedirs(out_dir, exist_ok=True)
     if run.rank == 0:
+        print(f"[pretrain] precision {run.precision} (asked {tc.precision if tc.bf16 else 'fp32'}, "
+              f"{device}); weights and optimiser state fp32", file=sys.stderr)
         log = os.path.join(out_dir, "log.jsonl")
         if resume:  # the steps after the checkpoint are run again: their old records go
             truncate_log(log, run.start)
@@ -338,7 +346,7 @@ def discard_pending(run: Run):
 
 def log_step(run: Run, step: int, means: dict, sec: float) -> dict:
     rec = {"step": step, **means, "lr": run.opt.param_groups[0]["lr"], "sec": sec,
-           "epoch": run.loader.epoch}
+           "epoch": run.loader.epoch, "precision": run.precision}
     if run.log:
         try:
             run.log.write(json.dumps(rec) + "\n")

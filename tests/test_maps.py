@@ -19,13 +19,14 @@ def test_map_diagnostics_on_synthetic_clips(tmp_path):
     torch.manual_seed(0)
     model, untrained = create_model("micronbert_tiny"), create_model("micronbert_tiny")
     prior = location_prior(table[table.subject == "sub01"], os.path.join(data, "masks"), (64, 64))
-    rows = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior)
+    rows = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior, precision="fp32")
     by = {r["key"]: r for r in rows}
     assert list(by) == list(MAP_NAMES)  # every map of the comparison, in table order
     for r in rows:
         assert 0 <= r["roc_auc"] <= 1 and 0 <= r["control_no_motion"] <= 1, r
-    # the model's row is the demo's map_auc: the same protocol (micro_motion_map, pooled)
-    assert by["model"]["roc_auc"] == roc_auc(model.micro_motion_map(on, ap).numpy(), truth.numpy())
+    # the model's row is the demo's map_auc: the same protocol (micro_motion_map, pooled); each
+    # frame set encoded once there (not both in one batch): equal up to the last bits
+    assert abs(by["model"]["roc_auc"] - roc_auc(model.micro_motion_map(on, ap).numpy(), truth.numpy())) < 1e-4
     assert by["pixel_difference"]["roc_auc"] > 0.95 and by["optical_flow"]["roc_auc"] > 0.9
     assert by["pixel_difference"]["control_no_motion"] == 0.5  # a flat map
     assert by["location_prior"]["roc_auc"] == by["location_prior"]["control_no_motion"]  # no pixels

@@ -124,7 +124,7 @@ def cmd_spot(args):
     if args.video:
         res = spot_one(args.video, args.out, model, fps=args.fps, method=args.method,
                        params=SpotParams(args.fps, **kw), batch=args.batch, flow_size=args.flow_size,
-                       mp4=args.mp4, source="dali" if args.dali else "pyav")
+                       mp4=args.mp4, source="dali" if args.dali else "pyav", precision=args.precision)
         found = ", ".join(f"{n} {len(v)}" for n, v in res["intervals"].items())
         print(f"[spot] intervals found: {found}; {res['frames_per_s']:.1f} frames/s")
         mark_untrained(args, "intervals.json")
@@ -133,12 +133,17 @@ def cmd_spot(args):
         return res
     res = spot_dataset(args.dataset, args.data, args.out, model, method=args.method,
                        on_error=args.on_error, params_kw=kw, batch=args.batch, flow_size=args.flow_size,
-                       source="dali" if args.dali else "pyav")
+                       source="dali" if args.dali else "pyav", precision=args.precision)
     mark_untrained(args, "spot_results.json")
     print(format_table(res))
     print(f"[spot] verdict: {res['verdict']}")
     print(f"[spot] wrote {args.out}: spot_results.md/json, spot_f1.png, videos/<video>/")
     return res
+
+
+def asked_precision(args) -> str:
+    """--precision, or fp32 where the deprecated --no-bf16 is given."""
+    return "fp32" if getattr(args, "no_bf16", False) else args.precision
 
 
 def cmd_pretrain(args):
@@ -167,7 +172,7 @@ def cmd_pretrain(args):
     loader.data_report.merge(outside)
     rec = train(model, loader, args.steps, args.out, lr=args.lr, min_lr=args.min_lr,
                 warmup=args.warmup, weight_decay=args.weight_decay, accum=args.accum, ema=args.ema,
-                ckpt_every=args.ckpt_every, resume=args.resume, bf16=not args.no_bf16,
+                ckpt_every=args.ckpt_every, resume=args.resume, precision=asked_precision(args),
                 compile=args.compile, tensorboard=args.tensorboard, keep=args.keep,
                 allow_config_change=args.allow_config_change)
     if rank == 0:
@@ -219,6 +224,7 @@ def _check_memory(args, model, world):
     """Refuse, before step 0, a pre-training step that cannot fit (micronbert/memory.py)."""
     import torch
 
+    from ..kernels.backend import resolve_precision
     from ..memory import available_bytes, check_fits
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
@@ -227,7 +233,8 @@ def _check_memory(args, model, world):
         free, where = free // world, f"{where} / {world} processes"
     name = None if args.resume or args.checkpoint or args.overrides else args.model
     try:
-        check_fits(model, args.batch, device, elem_bytes=2 if cuda and not args.no_bf16 else 4,
+        check_fits(model, args.batch, device,
+                   elem_bytes=2 if cuda and resolve_precision(asked_precision(args), device) == "bf16" else 4,
                    model_name=name, available=free, where=where)
     except MemoryError as e:
         from ..runs import UsageError
@@ -241,7 +248,7 @@ def cmd_evaluate(args):
     model = model_from(args)
     res = evaluate(model, table, args.out, table.attrs["classes"], baselines=baselines_from(args),
                    seed=args.seed, on_error=args.on_error, epochs=args.head_epochs, **_slstt_row(args),
-                   slstt_cfg=_slstt_cfg(args))
+                   slstt_cfg=_slstt_cfg(args), precision=asked_precision(args))
     _print_loso(args, res)
     return res
 
@@ -319,7 +326,7 @@ def run_finetune(args, model, table, baselines=None):
                     on_error=args.on_error, aug=_augment(args), **_slstt_row(args),
                     epochs=args.epochs, batch=args.batch, lr=args.lr, min_lr=args.min_lr,
                     warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay,
-                    weight_decay=args.weight_decay, bf16=not args.no_bf16, seed=args.seed)
+                    weight_decay=args.weight_decay, precision=asked_precision(args), seed=args.seed)
 
 
 def _annotation_table(args):
@@ -402,6 +409,7 @@ def cmd_visualize(args):
     import torch
 
     from ..data.io import read_frames, resize_u8
+    from ..kernels.backend import precision
     from ..viz import save_motion_maps
     if args.clip:
         _check_clip_fits(args.clip)
@@ -419,7 +427,9 @@ def cmd_visualize(args):
     x0, y0, x1, y1 = box
     x = resize_u8(raw[:, y0:y1, x0:x1].permute(0, 3, 1, 2).contiguous(), size)
     ref = x[:1].expand(len(x) - 1, -1, -1, -1)
-    maps = model.micro_motion_map(ref, x[1:])
+    with torch.no_grad(), precision("cpu", args.precision):  # each frame encoded once
+        xs = model.backbone(model.patchify(x))
+        maps = model.map_of(model.dma_between(xs[:1].expand(len(x) - 1, -1, -1), xs[1:])[1]).float()
     os.makedirs(args.out, exist_ok=True)
     k = min(len(maps), 8)
     idx = np.linspace(0, len(maps) - 1, k).round().astype(int)

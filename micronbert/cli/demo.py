@@ -31,7 +31,8 @@ def demo(args) -> dict:
     maps = _maps(args, model, untrained, table, held, test_table, data)
     print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
     from ..recognition.probe import evaluate
-    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed)
+    res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed,
+                   precision=getattr(args, "precision", "auto"))
     out = _results(args, model, maps, res, records, split, t_start)
     _write(args, out)
     return out
@@ -85,7 +86,8 @@ def _pretrain(args, train_clips):
           f"unlabeled clips of other faces (no LOSO subject)", flush=True)
     loader = pretrain_loader(train_clips, model.config, args.batch, (1, 6), args.seed)
     records = train(model, loader, args.steps, os.path.join(args.out, "pretrain"), lr=args.lr,
-                    warmup=max(1, args.steps // 20), ckpt_every=max(1, args.steps))
+                    warmup=max(1, args.steps // 20), ckpt_every=max(1, args.steps),
+                    precision=getattr(args, "precision", "auto"))
     return model, untrained, records
 
 
@@ -99,7 +101,8 @@ def _maps(args, model, untrained, table, held, test_table, data) -> dict:
     prior = location_prior(table[~table.subject.isin(held)], os.path.join(data, "masks"),
                            model.config.img_size)
     diagnostics = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior,
-                                  groups=amplitude_groups(test_table, data))
+                                  groups=amplitude_groups(test_table, data),
+                                  precision=getattr(args, "precision", "auto"))
     summary = map_summary(diagnostics)
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[k], ap[k], maps[k], truth[k],
                      title=f"{args.model} after {args.steps} steps, one clip per class of held-out "
@@ -130,6 +133,7 @@ def _results(args, model, maps: dict, res: dict, records, split: dict, t_start: 
                                    for b, m in loso_base.items()}},
             "nuisance": getattr(args, "nuisance", "none"),
             "benchmark": getattr(args, "benchmark", "motion"),
+            "precision": records[-1].get("precision") if records else None,
             "split": split["text"], "split_detail": {k: v for k, v in split.items() if k != "text"},
             "pretrain": {"steps": args.steps, "batch": args.batch, "clips": split["pretrain_clips"],
                          "model": args.model, "overrides": json.loads(args.overrides or "{}"),

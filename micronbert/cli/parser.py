@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..kernels.backend import BACKENDS
+from ..kernels.backend import BACKENDS, PRECISIONS
 from ..runs import UsageError
 
 DATASETS = ("casme2", "samm", "smic", "casme3", "megc2019", "synthetic")
@@ -91,11 +91,18 @@ def model_default() -> str:
 
 def model_flags(models, checkpoint="ours or the authors' checkpoint (without it: untrained weights)",
                 model="named config (without --checkpoint)") -> List[Flag]:
-    """--checkpoint, --model, --overrides and --backend: which model a command runs."""
+    """--checkpoint, --model, --overrides, --backend and --precision: which model a command
+    runs, and how."""
     return [Flag("--checkpoint", checkpoint, str),
             Flag("--model", f"{model}; {MODEL_DEFAULT}", str, None, choices=models),
             Flag("--overrides", "JSON of config overrides", str),
-            backend_flag()]
+            backend_flag(), precision_flag()]
+
+
+def precision_flag() -> Flag:
+    return Flag("--precision", "arithmetic of the model: auto = bf16 autocast on CUDA and on CPUs "
+                "with native bf16 matrix units (AMX, AVX512-BF16), fp32 elsewhere; weights, "
+                "optimiser state and checkpoints stay fp32", str, "auto", choices=PRECISIONS)
 
 
 def backend_flag() -> Flag:
@@ -131,7 +138,7 @@ def demo_flags(models) -> List[Flag]:
         Flag("--benchmark", "synthetic benchmark (synth --benchmark): motion = classes are the kind "
              "and direction of the motion at a place drawn per clip; regions = one fixed region per "
              "class (the earlier demo's set)", str, "motion", choices=("motion", "regions")),
-        backend_flag(),
+        backend_flag(), precision_flag(),
         Flag("--seed", "seed of everything", int, 0),
         overwrite_flag(),
     ]
@@ -216,7 +223,7 @@ def train_flags() -> List[Flag]:
         overwrite_flag(),
         Flag("--keep", "also keep OUT/step-<N>.pt of the last K checkpoints (default: last.pt only)", int,
              t("keep"), "int>=1"),
-        Flag("--no-bf16", "no bf16 autocast on CUDA"),
+        Flag("--no-bf16", "deprecated: the same as --precision fp32"),
         Flag("--compile", "torch.compile the model"),
         Flag("--tensorboard", "also log to OUT/tb"),
         Flag("--seed", "seed of the samples and the model", int, ld("seed")),
@@ -264,7 +271,7 @@ def finetune_own_flags() -> List[Flag]:
         Flag("--crop-scale", "area fraction of the random square crop of a pair", float, d.aug.crop_scale,
              "(0,1]", nargs=2, metavar=("MIN", "MAX")),
         Flag("--jitter", "brightness/contrast/saturation jitter of a pair", float, d.aug.jitter, "float>=0"),
-        Flag("--no-bf16", "no bf16 autocast on CUDA"),
+        Flag("--no-bf16", "deprecated: the same as --precision fp32"),
         Flag("--save-models", "write each fold's weights to OUT/fold_<subject>.pt"),
     ]
 

@@ -25,11 +25,15 @@ def pair_features(model, onset, apex) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frame_features(model, onset, apex, device="cpu", batch: int = 32) -> torch.Tensor:
-    """``pair_features`` of uint8 frame batches (K, 3, H, W), in eval mode, on the CPU."""
+def frame_features(model, onset, apex, device="cpu", batch: int = 32, precision: str = "fp32") -> torch.Tensor:
+    """``pair_features`` of uint8 frame batches (K, 3, H, W), in eval mode, as fp32 on the
+    CPU; ``precision`` (auto | fp32 | bf16) of the model's pass (kernels.backend.precision)."""
+    from ..kernels.backend import precision as autocast_of
     model.eval().to(device)
-    return torch.cat([pair_features(model, onset[i:i + batch].to(device), apex[i:i + batch].to(device)).cpu()
-                      for i in range(0, len(onset), batch)])
+    with autocast_of(device, precision):
+        return torch.cat([pair_features(model, onset[i:i + batch].to(device),
+                                        apex[i:i + batch].to(device)).float().cpu()
+                          for i in range(0, len(onset), batch)])
 
 
 def clip_features(model, table, device="cpu", batch: int = 32) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from ..augment import PairAugment, pair_augment
-from ..kernels.backend import precision
+from ..kernels.backend import precision, resolve_precision
 from ..train import classifier_epoch, dist_info
 from .features import onset_apex_frames, pair_features, pick_device, untrained_like
 from ..names import unique_names, write_names
@@ -53,7 +53,8 @@ class FinetuneConfig:
     warmup_epochs: float = 2.0
     layer_decay: float = 0.75
     weight_decay: float = 0.05
-    bf16: bool = True  # bf16 autocast on CUDA
+    precision: str = "auto"  # auto | fp32 | bf16 (kernels.backend.resolve_precision)
+    bf16: bool = True  # deprecated: False = precision "fp32"
     seed: int = 0
     aug: PairAugment = field(default_factory=PairAugment)
 
@@ -66,6 +67,11 @@ class FinetuneConfig:
         if isinstance(hparams.get("aug"), dict):
             hparams["aug"] = PairAugment(**hparams["aug"])
         return cls(**hparams)
+
+    @property
+    def asked_precision(self) -> str:
+        """``precision``, or "fp32" where the deprecated ``bf16=False`` is given."""
+        return self.precision if self.bf16 else "fp32"
 
     def as_dict(self) -> dict:
         """The settings as plain JSON values (``aug`` as its dict), as checkpoints store them."""
@@ -167,7 +173,7 @@ def train_fold(model, onset, apex, y, train_table, n_classes: int, cfg: Finetune
                             lr=cfg.lr, betas=(0.9, 0.999))
     onset, apex, y = onset.to(device), apex.to(device), y.to(device)
     weight = class_weights(y.cpu(), n_classes).to(device)
-    amp = precision(device, cfg.bf16)
+    amp = precision(device, cfg.asked_precision)
     n = len(y)
     per_epoch = sum(1 for i in range(0, n, cfg.batch) if n - i >= 2)  # a batch of 1 is skipped (BatchNorm)
     total, warmup = cfg.epochs * per_epoch, int(round(cfg.warmup_epochs * per_epoch))
@@ -216,7 +222,7 @@ def _run_fold(model, tag: str, sp: dict, frames, table, classes, cfg: FinetuneCo
     tag = f"{tag} {subject}"
     rec = train_fold(model, onset[train], apex[train], y[train], table[sp["train"]], n, cfg,
                      device, log_path, subject, tag, progress)
-    pred = rec.predict(onset[test].to(device), apex[test].to(device), cfg.batch, precision(device, cfg.bf16))
+    pred = rec.predict(onset[test].to(device), apex[test].to(device), cfg.batch, precision(device, cfg.asked_precision))
     fold = fold_row(subject, y[test].numpy(), pred.numpy(), n)
     with open(log_path, "a") as f:
         f.write(json.dumps({"test": fold}) + "\n")
@@ -257,11 +263,15 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
     cfg = FinetuneConfig.from_hparams(**hparams)
     if freeze:
         return evaluate(model, table, out_dir, classes, device, baselines, seed=cfg.seed,
-                        on_error=on_error, slstt=slstt, slstt_cfg=cfg, epochs=head_epochs)
+                        on_error=on_error, slstt=slstt, slstt_cfg=cfg, epochs=head_epochs,
+                        precision=cfg.asked_precision)
     if cfg.epochs < 1 or cfg.batch < 2:
         raise ValueError(f"fine-tuning needs epochs >= 1 and batch >= 2, got {cfg.epochs} and {cfg.batch}")
     t_start = time.time()
     device = pick_device(device)
+    prec = resolve_precision(cfg.asked_precision, device)
+    if dist_info()[0] == 0:
+        print(f"[finetune] precision {prec} (asked {cfg.asked_precision}, {device})", file=sys.stderr)
     table, y, report = labelled(table, classes, on_error)
     n = len(classes)
     splits, skipped = loso_splits(table["subject"].values, y, n)
@@ -296,7 +306,7 @@ def finetune(model_or_checkpoint, table, out_dir: str, classes: List[str], devic
                                  classes, report, slstt, cfg, epochs=head_epochs)
     methods = {"model": preds["model"], **rows, **{k: v for k, v in preds.items() if k != "model"}}
     return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="finetune", how={**HOW, **how},
-                      extra={"finetune": cfg.as_dict(), "device": device, "world_size": world,
+                      extra={"finetune": cfg.as_dict(), "device": device, "precision": prec, "world_size": world,
                              "seconds": round(time.time() - t_start, 1), "data_report": report.as_dict()})
 
 

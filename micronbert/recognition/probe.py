@@ -6,12 +6,14 @@ folds (pixel difference, optical flow, the untrained model). Fine-tuning
 """
 from __future__ import annotations
 
+import sys
 from typing import List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..kernels.backend import resolve_precision
 from .features import frame_features, onset_apex_frames, pick_device, untrained_like
 from .folds import class_weights, labelled, loso_splits
 from .report import BASELINES_HOW, baseline_set, fold_table, write_loso
@@ -85,21 +87,26 @@ def shared_baselines(names, table, y, splits, n_classes, onset, apex, patch_size
 
 def evaluate(model, table, out_dir: str, classes: List[str], device: Optional[str] = None,
              baselines=True, seed: int = 0, on_error: str = "raise", slstt: Optional[dict] = None,
-             slstt_cfg=None, **head_kw) -> dict:
+             slstt_cfg=None, precision: str = "auto", **head_kw) -> dict:
     """The linear probe, LOSO: a linear head per fold on frozen ``pair_features``, beside
     ``baselines`` (``report.baseline_set``: True = the pixel difference, optical flow and the
     untrained model (same config, fresh init from ``seed``) with the same head on the same
     folds; "slstt" adds SLSTT, ``slstt``/``slstt_cfg`` as ``shared_baselines``; default
     ``FinetuneConfig(seed=seed)``). ``on_error="skip"``: clips whose frames do not decode are
     dropped; they and the sheet's skips and repairs (``table.attrs["report"]``) are in the
-    result's "data_report". Writes ``write_loso``'s files; returns loso.json's dict."""
+    result's "data_report". Writes ``write_loso``'s files; returns loso.json's dict.
+    ``precision``: of the encoder and DMA (auto | fp32 | bf16, ``kernels.backend.resolve_precision``);
+    the heads train in fp32."""
     names = baseline_set(baselines)
     device = pick_device(device)
+    precision = resolve_precision(precision, device)
+    print(f"[evaluate] precision {precision} ({device})", file=sys.stderr)
     table, y, report = labelled(table, classes, on_error)
     n = len(classes)
     splits, skipped = loso_splits(table["subject"].values, y, n)
     onset, apex = onset_apex_frames(table, model.config.img_size)
-    methods = {"model": probe(frame_features(model, onset, apex, device), y, splits, n, **head_kw)}
+    methods = {"model": probe(frame_features(model, onset, apex, device, precision=precision), y, splits, n,
+                                **head_kw)}
     if slstt_cfg is None and "slstt" in names:
         from .finetune import FinetuneConfig
         slstt_cfg = FinetuneConfig(seed=seed)
@@ -108,8 +115,9 @@ def evaluate(model, table, out_dir: str, classes: List[str], device: Optional[st
     methods.update(rows)
     if "untrained" in names:
         fresh = untrained_like(model, seed)
-        methods["untrained"] = probe(frame_features(fresh, onset, apex, device), y, splits, n, **head_kw)
+        methods["untrained"] = probe(frame_features(fresh, onset, apex, device, precision=precision), y, splits, n,
+                                     **head_kw)
     how = {"model": "linear probe on frozen encoder + DMA features", **how,
            "untrained": "linear probe on a fresh model of the same config"}
     return write_loso(out_dir, table, y, classes, methods, splits, skipped, mode="probe", how=how,
-                      extra={"data_report": report.as_dict()})
+                      extra={"precision": precision, "data_report": report.as_dict()})

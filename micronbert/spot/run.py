@@ -47,8 +47,11 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
                disable=not bar_on(progress), leave=False)
     start = time.time()
 
+    encoded = {}  # scorer -> encoder outputs of the tail's frames, while the box stays
+
     def flush(arr):
         nonlocal box, tail, t0, faces_found
+        last_box = box
         box, found = chunk_box(arr, box, path)
         faces_found += found
         boxes.append([t0, t0 + len(arr)] + list(map(int, box)))
@@ -59,9 +62,15 @@ def score_video(path: str, scorers: Dict[str, object], k: int, window: int = 64,
         first = max(prev, k)  # chunk-local index of the first frame with a partner
         for name, sc in scorers.items():
             crops = resize_u8(raw, sc.size)
+            pair = lambda s, e: sc(crops[s - k:e - k], crops[s:e])  # noqa: E731
+            if hasattr(sc, "encode"):  # each frame encoded once; the tail again only if the box moved
+                kept_x = encoded.get(name) if last_box is not None and list(last_box) == list(box) else None
+                x = encode_chunk(sc, crops, kept_x, batch)
+                encoded[name] = x[-k:]
+                pair = lambda s, e: sc.pairs(x[s - k:e - k], x[s:e])  # noqa: E731
             for s in range(first, len(allf), batch):
                 e = min(s + batch, len(allf))
-                val, maps = sc(crops[s - k:e - k], crops[s:e])
+                val, maps = pair(s, e)
                 scores[name][t0 - prev + s:t0 - prev + e] = val
                 if keep_maps == name and maps is not None and kept["n"] < max_kept:
                     kept["crops"].append(crops[s:e].to("cpu", copy=True))
@@ -108,6 +117,14 @@ def _checked_frames(path: str, frames, window: int, scorers):
     return itertools.chain([first], frames)
 
 
+def encode_chunk(scorer, crops: torch.Tensor, kept: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    """Encoder outputs of a chunk's crops (the carried tail first): the tail's ``kept``
+    outputs reused where given (same face box), the other frames encoded once."""
+    if kept is None or len(kept) > len(crops):
+        return scorer.encode(crops, batch)
+    return torch.cat([kept, scorer.encode(crops[len(kept):], batch)])
+
+
 # the classes of spot_f1.png
 SPOT_CLASSES = KINDS + ("overall",)
 
@@ -146,12 +163,19 @@ def write_map_video(path: str, crops: torch.Tensor, maps: torch.Tensor, grid, fp
 
 
 # ------------------------------------------------------------------ commands
-def _scorers(model, method: str, flow_size: int):
+def _precision_of(scorers) -> Optional[str]:
+    """The model scorer's precision (fp32 | bf16), None without it (the flow baseline: fp32)."""
+    sc = scorers.get("micronbert")
+    return None if sc is None else sc.precision
+
+
+def _scorers(model, method: str, flow_size: int, precision: str = "auto"):
     out = {}
     if method in ("model", "both"):
         if model is None:
             raise ValueError("the model scorer needs a model (--checkpoint or --model)")
-        out["micronbert"] = ModelScorer(model)
+        out["micronbert"] = ModelScorer(model, precision=precision)
+        print(f"[spot] precision {out['micronbert'].precision} ({out['micronbert'].device})", file=sys.stderr)
     if method in ("flow", "both"):
         out["mdmd_flow"] = FlowScorer(flow_size)
     return out
@@ -160,13 +184,14 @@ def _scorers(model, method: str, flow_size: int):
 def spot_one(path: str, out: str, model=None, fps: float = 30.0, method: str = "both",
              params: Optional[SpotParams] = None, window: Optional[int] = None, batch: int = 64,
              flow_size: int = 112, mp4: bool = False, gt: Optional[List[dict]] = None,
-             progress: bool = True, source: str = "pyav") -> dict:
+             progress: bool = True, source: str = "pyav", precision: str = "auto") -> dict:
     """Spot one video: OUT/intervals.{csv,json} (the model's; the baseline's as
     intervals_mdmd_flow.*), scores.csv, score.png, optionally spot_map.mp4.
     ``source``: "pyav" (``iter_frames``, CPU) or "dali" (``iter_frames_dali``: on the GPU
-    where CUDA is, the frames staying there; else DALI's CPU decoders)."""
+    where CUDA is, the frames staying there; else DALI's CPU decoders). ``precision``: the
+    model's (auto | fp32 | bf16, kernels.backend.resolve_precision)."""
     params = params or SpotParams(fps)
-    scorers = _scorers(model, method, flow_size)
+    scorers = _scorers(model, method, flow_size, precision)
     window = window or max(params.k + 1, min(256, int(round(fps))))
     res = score_video(path, scorers, params.k, window, batch, keep_maps="micronbert" if mp4 and
                       "micronbert" in scorers else None, progress=progress,
@@ -190,7 +215,7 @@ def spot_one(path: str, out: str, model=None, fps: float = 30.0, method: str = "
     fps_rate = res["n_frames"] / max(res["seconds"], 1e-9)
     summary = {"video": path, "frames": res["n_frames"], "fps": fps, "params": asdict(params),
                "methods": list(scorers), "intervals": found, "face_found_chunks": res["face_found_chunks"],
-               "chunks": res["chunks"], "frames_per_s": fps_rate,
+               "chunks": res["chunks"], "frames_per_s": fps_rate, "precision": _precision_of(scorers),
                "warnings": [] if res["face_found_chunks"] else [no_face_warning(path)]}
     for w in summary["warnings"]:
         print(f"[spot] warning: {w}", file=sys.stderr)
@@ -251,11 +276,11 @@ def _write_videos(out, scorers, curves, results, params_of, gt, max_plots):
 def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "both",
                  on_error: str = "raise", params_kw: Optional[dict] = None, batch: int = 64,
                  flow_size: int = 112, progress: bool = True, max_plots: int = 20,
-                 source: str = "pyav") -> dict:
+                 source: str = "pyav", precision: str = "auto") -> dict:
     """Spot every video of a long-video set and score it by the MEGC protocol, each method
     with the default p and with p fitted leave-one-subject-out. Writes per video
     OUT/videos/<video>/intervals*.{csv,json} and score.png, and OUT/spot_results.json,
-    OUT/spot_f1.png (F1 per class and method)."""
+    OUT/spot_f1.png (F1 per class and method). ``precision``: the model's (as ``spot_one``)."""
     from ..data.long_videos import load_long_annotations
     table = load_long_annotations(dataset, root, on_error)
     videos = table.attrs["videos"]
@@ -264,7 +289,7 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
     gt = {}
     for r in table.itertuples():
         gt.setdefault(r.video, []).append(dict(onset=r.onset, apex=r.apex, offset=r.offset, kind=r.kind))
-    scorers = _scorers(model, method, flow_size)
+    scorers = _scorers(model, method, flow_size, precision)
     skipped = list(table.attrs["skipped"])
     t_start = time.time()
     curves, subjects, params_of, faces, n_frames = _score_videos(videos, scorers, params_kw, batch, source,
@@ -298,7 +323,7 @@ def spot_dataset(dataset: str, root: str, out: str, model=None, method: str = "b
                "data_report": table.attrs["report"].as_dict() if "report" in table.attrs else None,
                "fixes": [f"{r.video} {r.onset}: {r.fixes}"
                                              for r in table.itertuples() if r.fixes],
-               "seconds": round(time.time() - t_start, 1)}
+               "seconds": round(time.time() - t_start, 1), "precision": _precision_of(scorers)}
     summary = {"verdict": spot_verdict(loso), **summary}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "spot_results.json"), "w") as f:

@@ -7,33 +7,49 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..kernels.backend import precision
+from ..kernels.backend import precision, resolve_precision
 
 
 class ModelScorer:
     """PoI-weighted DMA micro-motion score of pairs; the model's backend was chosen when it
-    was built. CUDA: bf16 autocast (the fused kernels under ``backend="auto"``); CPU: fp32."""
+    was built, the precision (auto | fp32 | bf16, ``kernels.backend.resolve_precision``)
+    here. ``encode`` then ``pairs`` score pairs that share frames with each frame encoded
+    once (``score_video``); ``__call__`` scores independent pairs."""
     name = "micronbert"
 
-    def __init__(self, model, device: Optional[str] = None, bf16: bool = True):
+    def __init__(self, model, device: Optional[str] = None, bf16: bool = True, precision: str = "auto"):
         self.model = model.eval()
         self.device = device or next(model.parameters()).device.type
         self.model.to(self.device)
         self.size = tuple(model.config.img_size)
-        self.bf16 = bf16 and self.device == "cuda"
+        self.precision = resolve_precision(precision if bf16 else "fp32", self.device)
 
     @torch.no_grad()
-    def __call__(self, a: torch.Tensor, b: torch.Tensor):
-        """uint8 (B, 3, S, S) earlier and later crops -> scores (B,), patch maps (B, N)."""
+    def encode(self, frames: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """uint8 crops (F, 3, S, S) -> encoder outputs (F, 1+N, D) on the device, ``batch``
+        frames per pass."""
         m = self.model
-        a, b = a.to(self.device, non_blocking=True), b.to(self.device, non_blocking=True)
-        with precision(self.device, self.bf16):
-            n = len(a)
-            x, _, diag, s = m.encode_then_dma(m.patchify(torch.cat([a, b])).split(n))
+        with precision(self.device, self.precision):
+            return torch.cat([m.backbone(m.patchify(frames[i:i + batch].to(self.device, non_blocking=True)))
+                              for i in range(0, len(frames), batch)])
+
+    @torch.no_grad()
+    def pairs(self, x_a: torch.Tensor, x_b: torch.Tensor):
+        """Encoder outputs of the earlier and later frames (B, 1+N, D) -> scores (B,), patch
+        maps (B, N)."""
+        m = self.model
+        with precision(self.device, self.precision):
+            _, diag, s = m.dma_between(x_a, x_b)
             if s is None:  # a config without PoI masking: the PoI scores all the same
-                s = m.poi_scores(x[n:, 0], x[n:, 1:])
+                s = m.poi_scores(x_b[:, 0], x_b[:, 1:])
         maps = m.motion_profile(diag)
         return (s.float() * maps).sum(1).cpu().numpy(), maps.cpu()
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor):
+        """uint8 (B, 3, S, S) earlier and later crops -> scores (B,), patch maps (B, N)."""
+        n = len(a)
+        x = self.encode(torch.cat([a, b]), batch=2 * n)
+        return self.pairs(x[:n], x[n:])
 
 
 class FlowScorer:
