@@ -37,10 +37,10 @@ def _doc_pages():
 
 def _code_lines():
     """(page, line) of every line of every fenced code block of README.md and docs/*.md,
-    its comment (`  # ...`) cut off."""
+    its comment (`  # ...`) cut off; a line continued with a backslash joined to the next."""
     for page in _doc_pages():
         for block in re.findall(r"```[a-z]*\n(.*?)```", open(page, encoding="utf-8").read(), re.S):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():
                 line = re.split(r"\s#\s", " " + line, maxsplit=1)[0].strip()
                 if line:
                     yield os.path.relpath(page, ROOT), line

@@ -260,5 +260,5 @@ def test_spot_dali_without_dali_names_the_extra(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["spot", "--video", str(tmp_path / "v.webm"), "--out", str(tmp_path / "o"),
               "--method", "flow", "--dali"])
-    assert re.search(r"micronbert: error: .*--dali: .*needs NVIDIA DALI.*\.\[dali\]",
+    assert re.search(r"micronbert: error: .*needs NVIDIA DALI.*\.\[dali\]",
                      capsys.readouterr().err)

@@ -411,9 +411,9 @@ def cmd_visualize(args):
     from ..data.io import read_frames, resize_u8
     from ..kernels.backend import precision
     from ..viz import save_motion_maps
+    model = model_from(args).eval()  # first: a bad checkpoint is the error a user sees first
     if args.clip:
-        _check_clip_fits(args.clip)
-    model = model_from(args).eval()
+        _check_clip_fits(args.clip)  # before decoding
     size = model.config.img_size
     frames = read_frames(args.clip) if args.clip else np.stack(
         [_first_frame(args.frame_a), _first_frame(args.frame_b)])
