@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+from ..kernels.backend import precision
 from .commands import model_from
 
 
@@ -96,7 +97,8 @@ def _maps(args, model, untrained, table, held, test_table, data) -> dict:
     numbers results.json keeps."""
     from ..maps import amplitude_groups, covering_rows, location_prior, map_diagnostics, map_summary
     from ..viz import read_log, save_curves, save_motion_maps
-    on, ap, maps, truth, auc1, auc_still = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    with precision(next(model.parameters()).device, getattr(args, "precision", "auto")):
+        on, ap, maps, truth = _held_out_maps(model, test_table, os.path.join(data, "masks"))
     k = covering_rows(test_table)  # a row per class (no_motion too), the subjects taking turns
     prior = location_prior(table[~table.subject.isin(held)], os.path.join(data, "masks"),
                            model.config.img_size)
@@ -104,6 +106,9 @@ def _maps(args, model, untrained, table, held, test_table, data) -> dict:
                                   groups=amplitude_groups(test_table, data),
                                   precision=getattr(args, "precision", "auto"))
     summary = map_summary(diagnostics)
+    # the numbers from the one computation the table shows too (same precision, same batches)
+    row = next(r for r in diagnostics if r["key"] == "model")
+    auc1, auc_still = row["roc_auc"], row["control_no_motion"]
     save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[k], ap[k], maps[k], truth[k],
                      title=f"{args.model} after {args.steps} steps, one clip per class of held-out "
                            f"subjects: map ROC-AUC {auc1:.3f} over all their clips (0.5 = chance; "
@@ -169,12 +174,10 @@ def _print_next(args) -> None:
 
 
 def _held_out_maps(model, table, masks_root):
-    """Micro-motion maps of onset -> apex for the clips in ``table``, and their ROC-AUC
-    against the ground-truth masks ``masks_root/<subject>/<clip>.png``."""
-    from ..maps import onset_apex_masks, roc_auc
+    """Onset and apex frames of the clips in ``table``, their micro-motion maps (onset ->
+    apex; for the picture: the scores come from ``map_diagnostics``) and the ground-truth
+    masks ``masks_root/<subject>/<clip>.png``."""
+    from ..maps import onset_apex_masks
     on, ap, truth = onset_apex_masks(table, masks_root, model.config.img_size)
-    maps = model.eval().micro_motion_map(on, ap)  # uint8 frames: the model normalises them
-    # control: the same map on a pair without motion (apex, apex) shows what position and
-    # texture alone give against the same masks
-    still = model.micro_motion_map(ap, ap)
-    return on, ap, maps, truth, roc_auc(maps.numpy(), truth.numpy()), roc_auc(still.numpy(), truth.numpy())
+    maps = model.eval().micro_motion_map(on, ap).float()  # uint8 frames: the model normalises them
+    return on, ap, maps, truth
