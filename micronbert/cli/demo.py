@@ -95,11 +95,15 @@ def _pretrain(args, train_clips):
 def _maps(args, model, untrained, table, held, test_table, data) -> dict:
     """The held-out subjects' maps beside their baselines: motion_maps.png, loss.png; the
     numbers results.json keeps."""
-    from ..maps import amplitude_groups, covering_rows, location_prior, map_diagnostics, map_summary
+    import torch
+
+    from ..maps import (amplitude_groups, covering_rows, location_prior, map_diagnostics, map_summary,
+                        onset_apex_masks)
     from ..viz import read_log, save_curves, save_motion_maps
-    with precision(next(model.parameters()).device, getattr(args, "precision", "auto")):
-        on, ap, maps, truth = _held_out_maps(model, test_table, os.path.join(data, "masks"))
+    on, ap, truth = onset_apex_masks(test_table, os.path.join(data, "masks"), model.config.img_size)
     k = covering_rows(test_table)  # a row per class (no_motion too), the subjects taking turns
+    with torch.no_grad(), precision(on.device, getattr(args, "precision", "auto")):  # the picture's rows only:
+        maps = model.eval().micro_motion_map(on[k], ap[k]).float()  # the scores are map_diagnostics'
     prior = location_prior(table[~table.subject.isin(held)], os.path.join(data, "masks"),
                            model.config.img_size)
     diagnostics = map_diagnostics(model, on, ap, truth, untrained=untrained, prior=prior,
@@ -109,7 +113,7 @@ def _maps(args, model, untrained, table, held, test_table, data) -> dict:
     # the numbers from the one computation the table shows too (same precision, same batches)
     row = next(r for r in diagnostics if r["key"] == "model")
     auc1, auc_still = row["roc_auc"], row["control_no_motion"]
-    save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[k], ap[k], maps[k], truth[k],
+    save_motion_maps(os.path.join(args.out, "motion_maps.png"), on[k], ap[k], maps, truth[k],
                      title=f"{args.model} after {args.steps} steps, one clip per class of held-out "
                            f"subjects: map ROC-AUC {auc1:.3f} over all their clips (0.5 = chance; "
                            f"untrained {summary['untrained']:.3f}; pixel difference "
@@ -171,13 +175,3 @@ def _print_next(args) -> None:
           f"  micronbert visualize --checkpoint {ck} --clip {os.path.join(data, 'sub01', 'EP01_01')} "
           f"--out runs/demo-viz\n"
           f"  micronbert spot --video VIDEO --checkpoint {ck} --out runs/demo-spot")
-
-
-def _held_out_maps(model, table, masks_root):
-    """Onset and apex frames of the clips in ``table``, their micro-motion maps (onset ->
-    apex; for the picture: the scores come from ``map_diagnostics``) and the ground-truth
-    masks ``masks_root/<subject>/<clip>.png``."""
-    from ..maps import onset_apex_masks
-    on, ap, truth = onset_apex_masks(table, masks_root, model.config.img_size)
-    maps = model.eval().micro_motion_map(on, ap).float()  # uint8 frames: the model normalises them
-    return on, ap, maps, truth

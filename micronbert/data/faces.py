@@ -61,7 +61,7 @@ def clip_face_box(frames: np.ndarray, margin: float = 0.2, samples: int = 5,
     return x0, y0, x0 + int(side), y0 + int(side)
 
 
-def _signature(path: str) -> str:
+def clip_signature(path: str) -> str:
     """What identifies the clip's content cheaply: size and mtime of the file, or of a
     frame folder's first and last frames and their count."""
     from .io import list_frames
@@ -95,7 +95,7 @@ def cached_face_box(path: str, cache_dir: str, margin: float = 0.2,
     A damaged cache file is a cache miss: the box is found again, the file rewritten, and
     the repair counted in ``report`` (a DataReport) when given."""
     from .io import read_frames
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{_signature(path)}|{margin}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{clip_signature(path)}|{margin}".encode()).hexdigest()[:16]
     f = os.path.join(cache_dir, f"{key}.json")
     if os.path.exists(f):
         box = _read_box(f)

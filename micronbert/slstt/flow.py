@@ -70,9 +70,9 @@ def offset_index(row) -> int:
 
 
 def _key(row, size: int, t: int, method: str, face: bool) -> str:
-    from ..data.faces import _signature
+    from ..data.faces import clip_signature
     params = FARNEBACK if method == "farneback" else "tvl1"
-    text = (f"{os.path.abspath(row.path)}|{_signature(row.path)}|{int(row.onset_index)}|{offset_index(row)}"
+    text = (f"{os.path.abspath(row.path)}|{clip_signature(row.path)}|{int(row.onset_index)}|{offset_index(row)}"
             f"|{size}|{t}|{method}|{params}|face={face}")
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
