@@ -8,6 +8,9 @@ its folder (data, checkpoint, results.json/md/png) goes to --work/LEVEL-seedS.
 
     python bench/bench_evidence.py                      # --budget full: the demo's settings
     python bench/bench_evidence.py --budget tiny        # a smoke run (minutes on 2 cores)
+    python bench/bench_evidence.py --study --budget small   # the study (bench/evidence_study.py):
+                                                        # ablations x pre-training budgets, ~1 h CPU
+    python bench/bench_evidence.py --study --budget full    # 4 budgets to 4800 steps (paper: 19200); a GPU
 
 Budgets (steps, subjects, clips per class, held-out, corpus faces x clips):
   tiny   3 steps,   3 subjects, 1 clip,  1 held out,  2 x 2   (checks the pipeline, numbers mean nothing)
@@ -72,16 +75,23 @@ def plot(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", choices=tuple(BUDGETS), default="full", help="size of each demo run")
+    p.add_argument("--budget", choices=tuple(BUDGETS), help="size of each demo run (default full), or of "
+                   "the study (--study; default small)")
     p.add_argument("--levels", nargs="+", choices=LEVELS, default=list(LEVELS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--model", default="micronbert_tiny", help="named config (the paper's μ-BERT by default)")
     p.add_argument("--work", default="runs/evidence", help="folder of the demo runs")
+    p.add_argument("--study", action="store_true", help="the study: ablations x budgets (evidence_study.py)")
+    p.add_argument("--only", nargs="+", help="--study: only these ablations")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     a = p.parse_args(argv)
-    from micronbert.cli import main as cli
-
     os.environ.setdefault("MICRONBERT_BENCH_OUT", os.path.join(
         RESULTS, device_name("cpu").replace(" ", "_"), "evidence"))
+    if a.study:
+        return study(a)
+    a.budget = a.budget or "full"
+    from micronbert.cli import main as cli
+
     rows, by_amp = [], []
     for lv in a.levels:
         for seed in a.seeds:
@@ -103,6 +113,59 @@ def main(argv=None):
     if by_amp:  # the amplitude sweep (levels above none write it)
         write_table("evidence_by_amplitude", by_amp, "cpu")
     return rows
+
+
+def study(a):
+    """The study's cells (evidence_study.run_study), then study.{csv,md,png} and study_baselines.*."""
+    from evidence_study import ABLATIONS, run_study
+    budget = a.budget or "small"
+    seed = a.seeds[0]
+    work = os.path.join(a.work, f"study-{budget}-seed{seed}")
+    rows = run_study(budget, work, seed, a.levels[0] if len(a.levels) == 1 else "medium", a.precision, a.only)
+    with open(os.path.join(work, "baselines.json")) as f:
+        base = json.load(f)["rows"]
+    settings = rows[0]["settings"] if rows else {}
+    notes = [f"settings: {settings}; data and split: {os.path.join(work, 'set')}",
+             "steps 0 = the untrained model of the same config and seed; each budget a fresh run "
+             "with its own warm-up + cosine (the demo's recipe: batch, lr 2e-3)",
+             "map_*: ROC-AUC of held-out subjects' onset -> apex maps (chance 0.5); map_control: the same "
+             "map of (apex, apex); probe_*: LOSO linear probe; finetune_uf1: LOSO fine-tune (n/a: not run)",
+             "ablations: " + "; ".join(f"{k} = {ABLATIONS[k][0]}" for k in dict.fromkeys(r["ablation"] for r in rows))]
+    cols = [c for c in rows[0] if c != "settings"] if rows else []
+    table = [{c: r.get(c) for c in cols} for r in rows]
+    write_table("study", table, "cpu", plot=study_plot(table, base), notes=notes)
+    write_table("study_baselines", base, "cpu", notes=notes[:1] + [
+        "the model-free methods on the same held-out clips (maps) and folds (LOSO probe)"])
+    return table
+
+
+def study_plot(rows, base):
+    """One panel per metric against the budget, a line per ablation, baselines as dashed lines."""
+    def draw(path):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        metrics = ("map_auc", "map_control", "probe_uf1", "finetune_uf1")
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
+        for ax, key in zip(axes, metrics):
+            for name in dict.fromkeys(r["ablation"] for r in rows):
+                pts = [(max(r["steps"], 50), r[key]) for r in rows if r["ablation"] == name and r.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=name, lw=2.2 if name == "paper" else 1)
+            for b in base:  # the model-free methods (for fine-tuning: their linear probe)
+                v = b.get(key if key != "finetune_uf1" else "probe_uf1")
+                if v is not None:
+                    ax.axhline(v, ls="--", lw=0.8, color="grey")
+                    ax.annotate(b["method"], (0.01, v), xycoords=("axes fraction", "data"), fontsize=6)
+            ax.set_xscale("log")
+            ax.set_xlabel("pre-training steps (0 drawn at 50: untrained)")
+            ax.set_title(key, fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return draw
 
 
 if __name__ == "__main__":

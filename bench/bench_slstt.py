@@ -44,7 +44,7 @@ LEVELS = ("none", "low", "medium", "high")
 def pretrained(level: str, args) -> tuple:
     """The demo's labelled set and μ-BERT pre-trained on the demo's clips (held-out subjects
     excluded) for ``args.steps`` steps: (data folder, checkpoint, pre-training seconds)."""
-    from micronbert.cli.demo import _pretrain, _synthesise
+    from micronbert.cli.demo import _pretrain, synthesise
     out = os.path.join(args.work, level)
     data, run = os.path.join(out, "data"), os.path.join(out, f"pretrain-{args.steps}-{args.corpus_faces}x"
                                                            f"{args.corpus_clips}")
@@ -56,7 +56,7 @@ def pretrained(level: str, args) -> tuple:
                          overrides=None, backend="auto", steps=args.steps, batch=32, lr=2e-3)
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    _pretrain(ns, _synthesise(ns, data)[2])
+    _pretrain(ns, synthesise(ns, data)[2])
     return data, ckpt, round(time.perf_counter() - t0, 1)
 
 

@@ -25,7 +25,7 @@ def demo(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = os.path.join(args.out, "data")
-    table, held, train_clips, split = _synthesise(args, data)
+    table, held, train_clips, split = synthesise(args, data)
     test_table = table[table.subject.isin(held)]
     model, untrained, records = _pretrain(args, train_clips)
     print("[demo] 3/4 micro-motion maps of held-out subjects", flush=True)
@@ -39,7 +39,7 @@ def demo(args) -> dict:
     return out
 
 
-def _synthesise(args, data):
+def synthesise(args, data):
     """The labeled set (``data``) and the unlabeled corpus of other faces: (the table, the
     held-out subjects, the clips pre-training sees: the corpus only, so pre-training sees
     no face that LOSO scores)."""
