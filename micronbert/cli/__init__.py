@@ -60,7 +60,7 @@ def error_line(e: BaseException, extras: Dict[str, str] = EXTRAS) -> str:
 def check(args, flags) -> None:
     """Every value of the command's flags, and what no single flag says."""
     from ..runs import UsageError
-    from .parser import check_flags
+    from .flags import check_flags
     check_flags(args, flags)
     if getattr(args, "warmup", 0) > getattr(args, "steps", 1 << 60):  # cosine_lr caps it
         print(f"[{args.cmd}] --warmup {args.warmup} is longer than --steps {args.steps}: "
@@ -96,7 +96,8 @@ def check_resources(args) -> None:
 def main(argv=None) -> int:
     """Run ``micronbert`` on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     from .. import runs
-    from .parser import apply_config_file, build_parser, model_default
+    from .flags import apply_config_file
+    from .parser import build_parser, model_default
     parser, subparsers, tables = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
