@@ -391,8 +391,7 @@ class MicronBERT(nn.Module):
             return
         src = list(self.backbone.parameters()) + list(self.dino_head.parameters())
         dst = list(self.teacher.backbone.parameters()) + list(self.teacher.head.parameters())
-        torch._foreach_mul_(dst, momentum)
-        torch._foreach_add_(dst, src, alpha=1 - momentum)
+        torch._foreach_lerp_(dst, src, 1 - momentum)  # momentum * dst + (1 - momentum) * src, one pass
 
     # ---------------------------------------------------------------- forward
     def forward(self, frame_t, frame_next, swap_mask=None, generator=None, crop_rand=None):

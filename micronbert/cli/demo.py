@@ -25,16 +25,23 @@ def demo(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = os.path.join(args.out, "data")
+    stages = {}  # seconds of each stage, in results.json
+    t = time.time()
     table, held, train_clips, split = synthesise(args, data)
     test_table = table[table.subject.isin(held)]
+    stages["synthesise"], t = time.time() - t, time.time()
     model, untrained, records = _pretrain(args, train_clips)
+    stages["pretrain"], t = time.time() - t, time.time()
     print("[demo] 3/4 micro-motion maps of held-out subjects", flush=True)
     maps = _maps(args, model, untrained, table, held, test_table, data)
+    stages["maps"], t = time.time() - t, time.time()
     print("[demo] 4/4 leave-one-subject-out recognition (model and baselines)", flush=True)
     from ..recognition.probe import evaluate
     res = evaluate(model, table, args.out, table.attrs["classes"], baselines=True, seed=args.seed,
                    precision=getattr(args, "precision", "auto"))
+    stages["loso"] = time.time() - t
     out = _results(args, model, maps, res, records, split, t_start)
+    out["stage_seconds"] = {k: round(v, 1) for k, v in stages.items()}
     _write(args, out)
     return out
 
@@ -161,6 +168,8 @@ def _write(args, out: dict) -> None:
     table_md = write_comparison(args.out, out, f"{args.model}, {args.steps} steps, benchmark "
                                                f"{out['benchmark']}, nuisance {nuisance}, seed {args.seed}")
     print(f"[demo] the model beside its baselines (nuisance {nuisance}):\n{table_md}")
+    print(f"[demo] {out['seconds']:.0f} s in all: " + ", ".join(
+        f"{k} {v:.0f} s" for k, v in out.get("stage_seconds", {}).items()))
     print(f"[demo] wrote {args.out}: results.md, results.json (every number), results.png, motion_maps.png, "
           f"confusion.png, loso_bars.png, loss.png, loso.json, folds.csv")
     _print_next(args)
