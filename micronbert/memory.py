@@ -54,6 +54,14 @@ def activation_bytes(cfg, batch: int, elem_bytes: int = 4, materialised_attentio
     return batch * elem_bytes * per
 
 
+def activation_elem_bytes(device, precision: str) -> int:
+    """Bytes per activation element the guard assumes for a run in ``precision`` (the resolved
+    "fp32" | "bf16") on ``device``: 2 under bf16 autocast on CUDA; 4 otherwise, a CPU's bf16
+    included (its autocast keeps fp32 copies beside the bf16 ones)."""
+    import torch
+    return 2 if torch.device(device).type == "cuda" and precision == "bf16" else 4
+
+
 def estimate_training_bytes(model, batch: int, elem_bytes: int = 4) -> int:
     """Runtime, parameters, gradients, AdamW state and activations of a training step."""
     mat = getattr(model, "backend", "auto") == "reference"
