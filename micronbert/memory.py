@@ -3,7 +3,7 @@ refuses a run that cannot fit (``micronbert pretrain``; ``--no-memory-check`` by
 
 The estimate (bytes) is runtime + parameters + gradients + AdamW state + activations:
 
-    runtime:      RUNTIME_BYTES (thread pools, autograd's first-call buffers: measured ~175 MiB)
+    runtime:      RUNTIME_BYTES (thread pools, autograd's first-call buffers, the allocator's slack)
     params:       4 B per parameter (fp32), + 4 (gradient) + 8 (AdamW's two moments) per
                   trainable one (the EMA teacher is frozen: 4 B only)
     activations:  B * e * [ V * depth * blk(T, D, r, H)           encoder, V views per sample
@@ -14,20 +14,31 @@ The estimate (bytes) is runtime + parameters + gradients + AdamW state + activat
                       "reference"; SDPA/xformers keep no T x T matrix]
 
 T = N + 1 tokens, B the micro-batch (``--batch``; ``--accum`` does not change it), e the
-bytes per activation element (4 in fp32; 2 under bf16 autocast, an approximation: autocast
-keeps some fp32 copies), V = 3 views (swapped, later, PoI crop) when the PoI loss is on,
-else 2. PIXEL_ELEMS and RUNTIME_BYTES were fitted to peak RSS measured on a CPU (docs/method.md,
-"Memory of a training step"); the formula is within 10% of the measured peaks there.
+bytes per activation element (``activation_elem_bytes``: 4 in fp32; under bf16 autocast 3 on
+a CPU, measured, as its autocast keeps fp32 copies beside the bf16 ones, and 2 on CUDA, an
+approximation not measured), V = 3 views (swapped, later, PoI crop) when the PoI loss is on,
+else 2. PIXEL_ELEMS, RUNTIME_BYTES and the CPU's bf16 e are calibrated on peak RSS measured
+by ``bench/bench_memory.py`` (its table: bench/results/cpu-x86_64-2cores/memory.md and
+docs/method.md, "Memory of a training step"): the estimate is within -10% .. +12% of every
+measured peak there, in fp32 and bf16.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-# fitted to peak RSS of training steps on a 2-core CPU (torch 2.13, fp32, backend auto):
-# micronbert_tiny at batch 8/32/64 and micronbert_s8 at batch 1/2 (docs/method.md)
+# calibrated on peak RSS of training steps on a 2-core CPU (torch 2.13, backend auto and
+# reference, fp32 and bf16 autocast): micronbert_tiny at batch 8/32/64 and micronbert_s8 at
+# batch 1/2, measured by bench/bench_memory.py (bench/results/cpu-x86_64-2cores/memory.md);
+# its --fit gave other values in three runs (RUNTIME 198 / 217 / 216 MiB, PIXEL 34 / 19 / 22: a
+# peak varies by up to ~45 MiB run to run), each with a larger worst-row error than these
 PIXEL_ELEMS = 37
 RUNTIME_BYTES = 192 * 2 ** 20
+# bytes per activation element under bf16 autocast on a CPU: autocast makes the matmul-like
+# ops' outputs bf16, the other ops' stay fp32, so the saved activations are a mix; 4
+# overestimated the bf16 rows of bench/bench_memory.py by up to 24% (never under), 3 puts
+# every row within -10% .. +12%
+CPU_BF16_ELEM_BYTES = 3
 
 
 def _block_elems(tokens: int, dim: int, mlp_ratio: float, heads: int, materialised: bool) -> float:
@@ -52,6 +63,16 @@ def activation_bytes(cfg, batch: int, elem_bytes: int = 4, materialised_attentio
     per += 2 * cfg.dma_heads * n * n
     per += PIXEL_ELEMS * cfg.in_chans * cfg.img_size[0] * cfg.img_size[1]
     return batch * elem_bytes * per
+
+
+def activation_elem_bytes(device, precision: str) -> int:
+    """Bytes per activation element the guard assumes for a run in ``precision`` (the resolved
+    "fp32" | "bf16") on ``device``: 4 in fp32; under bf16 autocast 2 on CUDA and
+    CPU_BF16_ELEM_BYTES on a CPU."""
+    import torch
+    if precision != "bf16":
+        return 4
+    return 2 if torch.device(device).type == "cuda" else CPU_BF16_ELEM_BYTES
 
 
 def estimate_training_bytes(model, batch: int, elem_bytes: int = 4) -> int:

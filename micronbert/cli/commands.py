@@ -225,7 +225,7 @@ def _check_memory(args, model, world):
     import torch
 
     from ..kernels.backend import resolve_precision
-    from ..memory import available_bytes, check_fits
+    from ..memory import activation_elem_bytes, available_bytes, check_fits
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     free, where = available_bytes(device)
@@ -234,7 +234,7 @@ def _check_memory(args, model, world):
     name = None if args.resume or args.checkpoint or args.overrides else args.model
     try:
         check_fits(model, args.batch, device,
-                   elem_bytes=2 if cuda and resolve_precision(asked_precision(args), device) == "bf16" else 4,
+                   elem_bytes=activation_elem_bytes(device, resolve_precision(asked_precision(args), device)),
                    model_name=name, available=free, where=where)
     except MemoryError as e:
         from ..runs import UsageError
