@@ -57,7 +57,8 @@ def test_guard_elem_bytes():
     fp32 copies: measured by bench_memory), and the guard's estimate follows them."""
     assert memory.activation_elem_bytes("cuda", "bf16") == 2
     assert memory.activation_elem_bytes("cuda", "fp32") == memory.activation_elem_bytes("cpu", "fp32") == 4
-    assert 2 < memory.activation_elem_bytes("cpu", "bf16") < 4
+    assert 2 < memory.activation_elem_bytes("cpu", "bf16") <= 4
     m = create_model("micronbert_tiny")
     est = {p: memory.estimate_training_bytes(m, 32, memory.activation_elem_bytes("cpu", p)) for p in ("fp32", "bf16")}
-    assert est["bf16"] < est["fp32"]
+    assert est["bf16"] <= est["fp32"]
+    assert memory.estimate_training_bytes(m, 32, memory.activation_elem_bytes("cuda", "bf16")) < est["bf16"]
