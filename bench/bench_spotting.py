@@ -173,21 +173,22 @@ def set_notes(sets: dict, results: dict) -> list:
     return notes
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, help="pre-training steps (default 400; --quick: 2)")
-    p.add_argument("--quick", action="store_true", help="a smoke run: tiny sets, 2 steps (seconds)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corpus, pre-training and untrained model")
-    p.add_argument("--work", help="folder of the sets, checkpoint and spot runs (default runs/spotting, "
-                   "--quick: runs/spotting-quick)")
-    a = p.parse_args(argv)
-    size = "quick" if a.quick else "full"
-    a.work = a.work or ("runs/spotting-quick" if a.quick else "runs/spotting")
+def code_version() -> str:
+    """The checkout's commit (and "+ uncommitted changes" where the tree differs), or "unknown"."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True,  # noqa: E731
+                                        check=True, timeout=30).stdout.strip()
+        return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain",
+                                                                                      "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run(a, size: str, device: str) -> dict:
+    """The whole run (module doc) into results_folder(device)."""
     steps = a.steps or STEPS[size]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # --quick never replaces the committed table: its results go to WORK/results unless redirected
-    os.environ.setdefault("MICRONBERT_BENCH_OUT", os.path.join(a.work, "results") if a.quick else
-                          os.path.join(RESULTS, device_name(device).replace(" ", "_"), "spot"))
     folder = results_folder(device)
     clear_outputs(folder)
     t0, load = time.time(), os.getloadavg()[0]
@@ -195,17 +196,16 @@ def main(argv=None):
     pre = pretrain(a.work, size, steps, a.seed)
     runs = models(pre["checkpoint"], steps, a.seed, device)
     table = Table("spot_table", device, notes=[
+        f"code: {code_version()}",
         f"pre-training: `micronbert pretrain --model {MODEL} --steps {steps} --seed {a.seed} "
         f"{' '.join(pre['flags'])}` on {pre['clips']} unlabeled clips of scikit-image faces {pre['faces']} "
         f"(none of the sets' subjects), precision auto; last losses {pre['loss']}; {pre['seconds']} s",
         f"untrained: {MODEL} of the same config and seed (pre-training's starting weights)",
         "MEGC protocol: TP when IoU >= 0.5 with a ground truth of the same class, each matched once; "
         "counts summed over the set; p: the threshold mean + p (max - mean) per video, default or "
-        "fitted leave-one-subject-out (p_value: per held-out subject); face crops: the model's "
+        "fitted leave-one-subject-out (p_value: per held-out subject); face crops: the model's at "
         "its image size (64 px), the flow's 112 px (spot's defaults)"])
-    results = {}
-    for name, root in roots.items():
-        results[name] = spot_set(name, root, a.work, runs, table)
+    results = {name: spot_set(name, root, a.work, runs, table) for name, root in roots.items()}
     for line in set_notes(SETS[size], results):
         table.note(line)
     table.note(f"precision of the model's spotting: {results['medium']['runs'][list(runs)[1]]['precision']}; "
@@ -217,6 +217,29 @@ def main(argv=None):
     copy_score_picture(folder, results)
     table.finish()
     return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, help="pre-training steps (default 400; --quick: 2)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny sets, 2 steps (seconds)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus, pre-training and untrained model")
+    p.add_argument("--work", help="folder of the sets, checkpoint and spot runs (default runs/spotting, "
+                   "--quick: runs/spotting-quick)")
+    a = p.parse_args(argv)
+    size = "quick" if a.quick else "full"
+    a.work = a.work or ("runs/spotting-quick" if a.quick else "runs/spotting")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # --quick never replaces the committed table: its results go to WORK/results unless redirected
+    key, given = "MICRONBERT_BENCH_OUT", "MICRONBERT_BENCH_OUT" in os.environ
+    if not given:
+        os.environ[key] = os.path.join(a.work, "results") if a.quick else os.path.join(
+            RESULTS, device_name(device).replace(" ", "_"), "spot")
+    try:
+        return run(a, size, device)
+    finally:
+        if not given:  # main() called in a process (a test) leaves its environment as it was
+            del os.environ[key]
 
 
 if __name__ == "__main__":
