@@ -174,14 +174,15 @@ def set_notes(sets: dict, results: dict) -> list:
 
 
 def code_version() -> str:
-    """The checkout's commit (and "+ uncommitted changes" where the tree differs), or "unknown"."""
+    """The checkout's commit (and "+ uncommitted changes" where the code differs from it; the
+    results under bench/results/ are not code), or "unknown"."""
     import subprocess
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True,  # noqa: E731
                                         check=True, timeout=30).stdout.strip()
-        return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain",
-                                                                                      "--untracked-files=no") else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+        return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
