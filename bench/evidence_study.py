@@ -9,7 +9,8 @@ cosine over that budget) and scored:
 - map ROC-AUC of held-out subjects' onset -> apex against the exact masks, its no-motion
   control (apex, apex) and the ROC-AUC by micro-motion amplitude;
 - LOSO UF1/UAR of a linear probe on the frozen encoder + DMA features (all 8 subjects);
-- LOSO UF1 of end-to-end fine-tuning (at budget 0 and the largest budget only: it costs most).
+- LOSO UF1 of end-to-end fine-tuning (at budget 0 and the largest budget only: it costs most;
+  ``--budget small`` fine-tunes only the paper's config).
 
 Baselines, once per data set, on the same clips and folds: the pixel difference and optical
 flow (maps and LOSO probe), the location prior and the pixel cosine (maps).
@@ -43,14 +44,18 @@ ABLATIONS = {
                 PAPER_DELTA),
 }
 
-# budget -> (steps per ablation, extra steps of the paper's config, data, fine-tuning epochs)
+# budget -> (steps per ablation, extra steps of the paper's config, data, fine-tuning epochs,
+# finetune_all: fine-tune every ablation at its largest budget, or only the paper's config:
+# small leaves the ablations' fine-tunes out, each costs ~5 CPU-minutes)
 STUDY_BUDGETS = {
     "tiny": dict(steps=(0, 2), paper_extra=(), subjects=3, clips_per_class=1, held_out=1, corpus_faces=2,
-                 corpus_clips=2, batch=4, finetune_epochs=1, ablations=("paper", "poi_off")),
+                 corpus_clips=2, batch=4, finetune_epochs=1, ablations=("paper", "poi_off"), finetune_all=True),
     "small": dict(steps=(0, 200, 800), paper_extra=(2400,), subjects=8, clips_per_class=3, held_out=2,
-                  corpus_faces=48, corpus_clips=8, batch=32, finetune_epochs=10, ablations=tuple(ABLATIONS)),
+                  corpus_faces=48, corpus_clips=8, batch=32, finetune_epochs=10, ablations=tuple(ABLATIONS),
+                  finetune_all=False),
     "full": dict(steps=(0, 300, 1200, 4800), paper_extra=(19200,), subjects=8, clips_per_class=3, held_out=2,
-                 corpus_faces=48, corpus_clips=8, batch=32, finetune_epochs=30, ablations=tuple(ABLATIONS)),
+                 corpus_faces=48, corpus_clips=8, batch=32, finetune_epochs=30, ablations=tuple(ABLATIONS),
+                 finetune_all=True),
 }
 
 
@@ -133,12 +138,13 @@ def baselines(d, work: str, seed: int, precision: str) -> list:
 
 def cells(b: dict):
     """(ablation, steps, fine-tune?) in the order they are run: every ablation's budgets, the
-    paper's extra budgets last; fine-tuning at each ablation's largest budget and of the
-    paper's untrained model (budget 0), the reference every fine-tune is compared with."""
+    paper's extra budgets last; fine-tuning at each ablation's largest budget (only the paper's
+    where not ``finetune_all``) and of the paper's untrained model (budget 0), the reference
+    every fine-tune is compared with."""
     for name in b["ablations"]:
         steps = tuple(b["steps"]) + (tuple(b["paper_extra"]) if name == "paper" else ())
         for s in steps:
-            yield name, s, s == steps[-1] or (s == 0 and name == "paper")
+            yield name, s, (s == steps[-1] and (b["finetune_all"] or name == "paper")) or (s == 0 and name == "paper")
 
 
 def done_cells(path: str, key: dict) -> dict:
