@@ -116,25 +116,36 @@ def main(argv=None):
 
 
 def study(a):
-    """The study's cells (evidence_study.run_study), then study.{csv,md,png} and study_baselines.*."""
-    from evidence_study import ABLATIONS, run_study
+    """The study's cells (evidence_study.run_study) for each of ``--seeds``, then
+    study.{csv,md,png} and study_baselines.* of every cell measured under these settings
+    (also those of earlier runs with other ``--only``)."""
+    from evidence_study import ABLATIONS, done_cells, run_study
     budget = a.budget or "small"
-    seed = a.seeds[0]
-    work = os.path.join(a.work, f"study-{budget}-seed{seed}")
-    rows = run_study(budget, work, seed, a.levels[0] if len(a.levels) == 1 else "medium", a.precision, a.only)
-    with open(os.path.join(work, "baselines.json")) as f:
-        base = json.load(f)["rows"]
-    settings = rows[0]["settings"] if rows else {}
-    notes = [f"settings: {settings}; data and split: {os.path.join(work, 'set')}",
-             "steps 0 = the untrained model of the same config and seed; each budget a fresh run "
-             "with its own warm-up + cosine (the demo's recipe: batch, lr 2e-3)",
-             "map_*: ROC-AUC of held-out subjects' onset -> apex maps (chance 0.5); map_control: the same "
-             "map of (apex, apex); probe_*: LOSO linear probe; finetune_uf1: LOSO fine-tune (n/a: not run)",
-             "ablations: " + "; ".join(f"{k} = {ABLATIONS[k][0]}" for k in dict.fromkeys(r["ablation"] for r in rows))]
-    cols = [c for c in rows[0] if c != "settings"] if rows else []
+    nuisance = a.levels[0] if len(a.levels) == 1 else "medium"
+    rows, base, notes = [], [], []
+    for seed in a.seeds:
+        work = os.path.join(a.work, f"study-{budget}-seed{seed}")
+        run_study(budget, work, seed, nuisance, a.precision, a.only)
+        key = {"budget": budget, "seed": seed, "nuisance": nuisance, "precision": a.precision}
+        for r in done_cells(os.path.join(work, "study.jsonl"), key).values():
+            r = {k: v for k, v in r.items() if k != "settings"}
+            rows.append({"seed": seed, **r, "map_gap": r["map_auc"] - r["map_control"]})
+        with open(os.path.join(work, "baselines.json")) as f:
+            base += [{"seed": seed, **r} for r in json.load(f)["rows"]]
+        with open(os.path.join(work, "set.json")) as f:
+            notes.append(f"seed {seed}: data and split {os.path.join(work, 'set')}; held-out clips by "
+                         f"amplitude {json.load(f)['amplitude_groups']}")
+    cols = list(dict.fromkeys(c for r in rows for c in r))
     table = [{c: r.get(c) for c in cols} for r in rows]
+    notes = [f"budget {budget}, nuisance {nuisance}, precision {a.precision} (motion benchmark, the demo's split)"] + notes + [
+        "steps 0 = the untrained model of the same config and seed; each budget a fresh run "
+        "with its own warm-up + cosine (the demo's recipe: batch, lr 2e-3)",
+        "map_*: ROC-AUC of held-out subjects' onset -> apex maps (chance 0.5); map_control: the same "
+        "map of (apex, apex), no motion; map_gap = map_auc - map_control (what the map owes to motion); "
+        "probe_*: LOSO linear probe; finetune_uf1: LOSO fine-tune (n/a: not run)",
+        "ablations: " + "; ".join(f"{k} = {ABLATIONS[k][0]}" for k in dict.fromkeys(r["ablation"] for r in rows))]
     write_table("study", table, "cpu", plot=study_plot(table, base), notes=notes)
-    write_table("study_baselines", base, "cpu", notes=notes[:1] + [
+    write_table("study_baselines", base, "cpu", notes=notes[:len(a.seeds) + 1] + [
         "the model-free methods on the same held-out clips (maps) and folds (LOSO probe)"])
     return table
 
@@ -145,18 +156,29 @@ def study_plot(rows, base):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        metrics = ("map_auc", "map_control", "probe_uf1", "finetune_uf1")
+        metrics = ("map_auc", "map_control", "map_gap", "probe_uf1", "finetune_uf1")
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
         for ax, key in zip(axes, metrics):
-            for name in dict.fromkeys(r["ablation"] for r in rows):
-                pts = [(max(r["steps"], 50), r[key]) for r in rows if r["ablation"] == name and r.get(key) is not None]
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=name, lw=2.2 if name == "paper" else 1)
-            for b in base:  # the model-free methods (for fine-tuning: their linear probe)
-                v = b.get(key if key != "finetune_uf1" else "probe_uf1")
+            for name in dict.fromkeys(r["ablation"] for r in rows):  # the mean over seeds; each seed a dot
+                got = [r for r in rows if r["ablation"] == name and r.get(key) is not None]
+                steps = sorted({r["steps"] for r in got})
+                means = [sum(r[key] for r in got if r["steps"] == x) / sum(r["steps"] == x for r in got) for x in steps]
+                if steps:
+                    line, = ax.plot([max(x, 50) for x in steps], means, marker="o", label=name,
+                                    lw=2.2 if name == "paper" else 1)
+                    if len({r["seed"] for r in got}) > 1:
+                        ax.scatter([max(r["steps"], 50) for r in got], [r[key] for r in got], s=8,
+                                   color=line.get_color(), alpha=0.5)
+            seeds = {b["seed"] for b in base}
+            for method in dict.fromkeys(b["method"] for b in base):  # model-free (fine-tuning: their probe)
+                vals = [b.get(key if key != "finetune_uf1" else "probe_uf1") for b in base if b["method"] == method]
+                vals = [v for v in vals if v is not None]
+                v = sum(vals) / len(seeds) if len(vals) == len(seeds) and key != "map_gap" else None
+                if key == "map_gap" and method == "chance":
+                    v = 0.0
                 if v is not None:
                     ax.axhline(v, ls="--", lw=0.8, color="grey")
-                    ax.annotate(b["method"], (0.01, v), xycoords=("axes fraction", "data"), fontsize=6)
+                    ax.annotate(method, (0.01, v), xycoords=("axes fraction", "data"), fontsize=6)
             ax.set_xscale("log")
             ax.set_xlabel("pre-training steps (0 drawn at 50: untrained)")
             ax.set_title(key, fontsize=9)

@@ -171,6 +171,9 @@ def run_study(budget: str, work: str, seed: int = 0, nuisance: str = "medium", p
     done = done_cells(path, key)
     t0 = time.time()
     d = prepare(os.path.join(work, "set"), b, seed, nuisance)
+    with open(os.path.join(work, "set.json"), "w") as f:  # what the cells were scored on
+        json.dump({"settings": key, "amplitude_groups": {g: int(sel.sum()) for g, sel in d.groups.items()},
+                   "held_out_clips": len(d.on), "clips": len(d.table), "split": d.split["text"]}, f, indent=1)
     todo = list(cells(b))
     base_path = os.path.join(work, "baselines.json")
     if not os.path.exists(base_path) or json.load(open(base_path))["settings"] != key:

@@ -480,3 +480,21 @@ def test_dali_loader_prefetches_the_sync_batches(synth):
 
 def test_dali_loader_bad_input(tmp_path, synth):
     _in_subprocess("bad_input", tmp_path, synth)
+
+
+def test_memo_bounds_bytes_keeps_the_newest():
+    """The clip cache is bounded in bytes too: least recently used values go first, and a
+    value larger than the bound alone is still kept (the clip being used)."""
+    from micronbert.data.pairs import Memo
+    m = Memo(max_bytes=3000)
+    for k in range(3):
+        m.get(k, lambda: torch.zeros(1000, dtype=torch.uint8))
+    m.get(0, lambda: None)  # 0 becomes the most recent
+    m.get(3, lambda: torch.zeros(1000, dtype=torch.uint8))  # 4000 B: 1 (the oldest) goes
+    assert list(m._done) == [2, 0, 3] and m.bytes == 3000
+    m.get(4, lambda: torch.zeros(5000, dtype=torch.uint8))
+    assert list(m._done) == [4] and m.bytes == 5000
+    n = Memo(capacity=2, max_bytes=10 ** 6)  # the count bound still holds
+    for k in range(3):
+        n.get(k, lambda: torch.zeros(10, dtype=torch.uint8))
+    assert list(n._done) == [1, 2]

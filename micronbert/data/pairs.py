@@ -83,11 +83,13 @@ class Memo:
     threads ask for it at the same time (the others wait for that result).
 
     ``capacity``: None keeps everything, 0 nothing, n the n most recently used keys.
+    ``max_bytes``: also at most this many bytes of values (``nbytes`` of a tensor or array;
+    the most recent value is kept even when it alone is larger).
     A failed ``compute`` is not kept: the next caller tries again (and fails with its error).
     """
 
-    def __init__(self, capacity: Optional[int] = None):
-        self.capacity = capacity
+    def __init__(self, capacity: Optional[int] = None, max_bytes: Optional[int] = None):
+        self.capacity, self.max_bytes, self.bytes = capacity, max_bytes, 0
         self._done: "OrderedDict" = OrderedDict()
         self._busy = {}  # key -> Event, set when the thread computing it is done
         self._lock = threading.Lock()
@@ -109,8 +111,11 @@ class Memo:
             value = compute()
             with self._lock:
                 self._done[key] = value
-                if self.capacity is not None and len(self._done) > self.capacity:
-                    self._done.popitem(last=False)
+                self.bytes += getattr(value, "nbytes", 0)
+                while len(self._done) > 1 and (
+                        (self.capacity is not None and len(self._done) > self.capacity)
+                        or (self.max_bytes is not None and self.bytes > self.max_bytes)):
+                    self.bytes -= getattr(self._done.popitem(last=False)[1], "nbytes", 0)
         finally:
             with self._lock:
                 self._busy.pop(key).set()
@@ -177,7 +182,11 @@ class PairLoader:
     failures for one sample, or every clip failing, stop the loader with a DataError.
 
     Args:
-        cache_clips: decoded clips kept (LRU; 0: decode the two frames of each pair only).
+        cache_clips: decoded clips kept (LRU; 0: decode the two frames of each pair only;
+            None: as many as ``cache_mb`` holds).
+        cache_mb: at most this many MiB of decoded, resized clips kept (the LRU's bound in
+            bytes; the default holds every clip of a small corpus, so that each clip is
+            decoded once, not once per pair drawn from it).
         workers: threads that choose, check and decode the samples of a batch (PIL, PyAV
             and DALI release the GIL); 1 decodes them one after the other.
         prefetch: batches a background thread prepares ahead of the consumer (0: each batch
@@ -193,8 +202,9 @@ class PairLoader:
     def __init__(self, clips: Sequence[str], size: int, batch_size: int, patch_size: int = 8,
                  delta: Tuple[int, int] = (1, 4), seed: int = 0, rank: int = 0, world_size: int = 1,
                  mask_type: str = "block", swap_ratio: float = 0.5, samples_per_epoch: Optional[int] = None,
-                 on_error: str = "raise", cache_clips: int = 64, face_cache: Optional[str] = None,
-                 workers: int = 1, prefetch: int = 2, pin_memory: Optional[bool] = None):
+                 on_error: str = "raise", cache_clips: Optional[int] = None, face_cache: Optional[str] = None,
+                 workers: int = 1, prefetch: int = 2, pin_memory: Optional[bool] = None,
+                 cache_mb: float = 2048):
         if not clips:
             raise DataError("no clips to sample from")
         if batch_size % 1 or batch_size <= 0:
@@ -210,7 +220,7 @@ class PairLoader:
         self.data_report = DataReport(KEEP_ERRORS)
         self._bad = {}  # clip -> its error: a clip that failed once is not decoded again
         self.cache_clips = cache_clips
-        self._clips, self._lengths, self._boxes = Memo(cache_clips), Memo(), Memo()
+        self._clips, self._lengths, self._boxes = Memo(cache_clips, int(cache_mb * 2 ** 20)), Memo(), Memo()
         self.face_cache = face_cache  # a folder: crop every clip to its face (one box per clip)
         self.workers, self.prefetch = workers, prefetch
         self.pin_memory = _pinning(pin_memory)
@@ -240,7 +250,7 @@ class PairLoader:
 
     def _frames(self, path):
         """The whole clip, face-cropped and resized: uint8 (T, 3, S, S), kept in an LRU of
-        ``cache_clips`` clips (so a cached clip costs no decoding and no resizing)."""
+        ``cache_clips`` clips and ``cache_mb`` MiB (a cached clip costs no decoding and no resizing)."""
         return self._clips.get(path, lambda: self._resize(self._crop(path, self._whole(path))))
 
     def _whole(self, path):
@@ -272,7 +282,7 @@ class PairLoader:
         if clip in self._bad:
             raise DataError(self._bad[clip])
         try:
-            if self.cache_clips:
+            if self.cache_clips != 0:
                 self._frames(clip)
             elif self.face_cache:
                 self.face_box(clip)
