@@ -124,7 +124,7 @@ def study(a):
     nuisance = a.levels[0] if len(a.levels) == 1 else "medium"
     rows, base, notes = [], [], []
     for seed in a.seeds:
-        work = os.path.join(a.work, f"study-{budget}-seed{seed}")
+        work = os.path.join(a.work, f"study-{budget}-seed{seed}" + ("" if nuisance == "medium" else f"-{nuisance}"))
         run_study(budget, work, seed, nuisance, a.precision, a.only)
         key = {"budget": budget, "seed": seed, "nuisance": nuisance, "precision": a.precision}
         for r in done_cells(os.path.join(work, "study.jsonl"), key).values():
@@ -144,8 +144,9 @@ def study(a):
         "map of (apex, apex), no motion; map_gap = map_auc - map_control (what the map owes to motion); "
         "probe_*: LOSO linear probe; finetune_uf1: LOSO fine-tune (n/a: not run)",
         "ablations: " + "; ".join(f"{k} = {ABLATIONS[k][0]}" for k in dict.fromkeys(r["ablation"] for r in rows))]
-    write_table("study", table, "cpu", plot=study_plot(table, base), notes=notes)
-    write_table("study_baselines", base, "cpu", notes=notes[:len(a.seeds) + 1] + [
+    name = "study" if nuisance == "medium" else f"study_{nuisance}"  # one table per nuisance level
+    write_table(name, table, "cpu", plot=study_plot(table, base), notes=notes)
+    write_table(f"{name}_baselines", base, "cpu", notes=notes[:len(a.seeds) + 1] + [
         "the model-free methods on the same held-out clips (maps) and folds (LOSO probe)"])
     return table
 
