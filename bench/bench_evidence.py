@@ -152,7 +152,9 @@ def study(a):
 
 
 def study_plot(rows, base):
-    """One panel per metric against the budget, a line per ablation, baselines as dashed lines."""
+    """One panel per metric against the budget, a line per ablation (the mean over its seeds,
+    each seed a dot; the legend gives how many), the model-free methods as dashed lines (the
+    mean over the seeds)."""
     def draw(path):
         import matplotlib
         matplotlib.use("Agg")
@@ -164,10 +166,12 @@ def study_plot(rows, base):
                 got = [r for r in rows if r["ablation"] == name and r.get(key) is not None]
                 steps = sorted({r["steps"] for r in got})
                 means = [sum(r[key] for r in got if r["steps"] == x) / sum(r["steps"] == x for r in got) for x in steps]
+                n_seeds = len({r["seed"] for r in got})
                 if steps:
-                    line, = ax.plot([max(x, 50) for x in steps], means, marker="o", label=name,
+                    line, = ax.plot([max(x, 50) for x in steps], means, marker="o",
+                                    label=f"{name} ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
                                     lw=2.2 if name == "paper" else 1)
-                    if len({r["seed"] for r in got}) > 1:
+                    if n_seeds > 1:
                         ax.scatter([max(r["steps"], 50) for r in got], [r[key] for r in got], s=8,
                                    color=line.get_color(), alpha=0.5)
             seeds = {b["seed"] for b in base}
