@@ -42,6 +42,8 @@ ABLATIONS = {
     "delta_4_10": ("pairs 4-10 frames apart", "micronbert_tiny", {}, (4, 10)),
     "nullkey": ("our variant: null key + match target (opt-in, not the paper)", "micronbert_tiny_nullkey", {},
                 PAPER_DELTA),
+    "diag_loss": ("+ the optional diagonal loss smooth-L1(D, swap mask) at weight 1 (off in the paper's config)",
+                  "micronbert_tiny", {"lambda_diag": 1.0}, PAPER_DELTA),
 }
 
 # budget -> (steps per ablation, extra steps of the paper's config, data, fine-tuning epochs,
