@@ -10,7 +10,7 @@ its resident set (VmRSS) just before the model is built, where the peak is reset
 (``/proc/self/clear_refs`` 5; where that fails, the growth of ``getrusage``'s ru_maxrss, a
 lower bound). The estimate is ``memory.estimate_training_bytes`` with the bytes per
 activation element that the pretrain guard uses for that precision
-(``memory.activation_elem_bytes``: on a CPU 4 in fp32, 3 under bf16 autocast).
+(``memory.activation_elem_bytes``, e.g. on a CPU 4 in fp32 and under bf16 autocast).
 
     python bench/bench_memory.py            # the table (bench/results/<device>/memory.*), ~7 min on 2 cores
     python bench/bench_memory.py --fit      # + PIXEL_ELEMS and RUNTIME_BYTES fitted to the rows
@@ -168,6 +168,7 @@ def table_row(case: dict, got: dict) -> tuple:
 def measure_all(args, corpus: str) -> list:
     """Measures every case in each precision, a row added to the table as each ends."""
     from common import Table
+    from micronbert.memory import activation_elem_bytes
     cases = QUICK if args.quick else CASES
     precisions = ["auto"] if args.quick else args.precision
     table = Table("memory_quick" if args.quick else "memory", "cpu", [
@@ -175,8 +176,8 @@ def measure_all(args, corpus: str) -> list:
         "in a fresh process; measured = peak RSS (VmHWM) after the steps - RSS just before the model is "
         "built; after_step1 = the same after the first step (AdamW's moments are made at its end)",
         "estimate = micronbert.memory.estimate_training_bytes with elem_bytes as the pretrain guard "
-        "takes it (memory.activation_elem_bytes: on a CPU 4 in fp32, 3 under bf16 autocast); ratio = "
-        "estimate / measured"])
+        f"takes it (memory.activation_elem_bytes: on a CPU {activation_elem_bytes('cpu', 'fp32')} in fp32, "
+        f"{activation_elem_bytes('cpu', 'bf16')} under bf16 autocast); ratio = estimate / measured"])
     fit_rows = []
     for config, batch, backend in cases:
         for p in precisions:
