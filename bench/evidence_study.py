@@ -161,6 +161,15 @@ def done_cells(path: str, key: dict) -> dict:
     return out
 
 
+def saved(path: str, key: dict):
+    """The JSON file ``path`` when it was written under the settings ``key``, else None."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        d = json.load(f)
+    return d if d.get("settings") == key else None
+
+
 def run_study(budget: str, work: str, seed: int = 0, nuisance: str = "medium", precision: str = "auto",
               only=None) -> list:
     """Runs (or resumes) the study; returns its rows (one per ablation and budget)."""
@@ -171,14 +180,16 @@ def run_study(budget: str, work: str, seed: int = 0, nuisance: str = "medium", p
     key = {"budget": budget, "seed": seed, "nuisance": nuisance, "precision": precision}
     path = os.path.join(work, "study.jsonl")
     done = done_cells(path, key)
+    todo = list(cells(b))
+    set_path, base_path = os.path.join(work, "set.json"), os.path.join(work, "baselines.json")
+    if all((n, s) in done for n, s, _ in todo) and saved(set_path, key) and saved(base_path, key):
+        return [done[(n, s)] for n, s, _ in todo]  # every cell measured: no set to synthesise again
     t0 = time.time()
     d = prepare(os.path.join(work, "set"), b, seed, nuisance)
-    with open(os.path.join(work, "set.json"), "w") as f:  # what the cells were scored on
+    with open(set_path, "w") as f:  # what the cells were scored on
         json.dump({"settings": key, "amplitude_groups": {g: int(sel.sum()) for g, sel in d.groups.items()},
                    "held_out_clips": len(d.on), "clips": len(d.table), "split": d.split["text"]}, f, indent=1)
-    todo = list(cells(b))
-    base_path = os.path.join(work, "baselines.json")
-    if not os.path.exists(base_path) or json.load(open(base_path))["settings"] != key:
+    if not saved(base_path, key):
         with open(base_path, "w") as f:
             json.dump({"settings": key, "rows": baselines(d, work, seed, precision)}, f, indent=1)
     rows = []
