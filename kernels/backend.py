@@ -113,14 +113,15 @@ def xformers_ops():
 
 def attention_route(backend: str, t: torch.Tensor) -> str:
     """The path of a transformer block's self-attention on tensor ``t`` (its q, k, v): "xformers"
-    (CUDA, "auto" or "triton", where xformers is installed), "reference" (explicit
-    softmax(QK^T)V) for "reference" and for "auto" on bf16 CPU tensors that autograd
-    records (training; SDPA stays faster for inference), else "sdpa"
+    (CUDA, "auto" or "triton", where xformers is installed), "reference" (the authors'
+    softmax(QK^T * scale)V) for "reference", "explicit" (softmax((Q * scale)K^T)V: the same
+    product with the scale on Q, 1/N of the multiplies) for "auto" on bf16 CPU tensors that
+    autograd records (training; SDPA stays faster for inference), else "sdpa"
     (``F.scaled_dot_product_attention``)."""
     if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:
         return "xformers"
     if backend == "auto" and t.device.type == "cpu" and t.dtype == torch.bfloat16 and t.requires_grad:
-        return "reference"  # training in bf16 on the CPU: faster than SDPA's backward (bench_cpu_route)
+        return "explicit"  # training in bf16 on the CPU: faster than SDPA's backward (bench_cpu_route)
     return "reference" if backend == "reference" else "sdpa"
 
 

@@ -44,7 +44,8 @@ def sincos_pos_embed(dim: int, grid) -> torch.Tensor:
 
 class Attention(nn.Module):
     """Multi-head self-attention: explicit softmax(QK^T)V on the "reference" backend, SDPA
-    otherwise (xformers on CUDA where installed, for "auto" and "triton")."""
+    otherwise (xformers on CUDA where installed, for "auto" and "triton"; the explicit
+    product with the scale on Q for "auto" in bf16 training on a CPU: ``attention_route``)."""
 
     def __init__(self, dim, num_heads, backend):
         super().__init__()
@@ -61,8 +62,10 @@ class Attention(nn.Module):
             x = xformers_ops().memory_efficient_attention(q, k, v).reshape(b, n, c)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B h N d
-            if route == "reference":
+            if route == "reference":  # the authors' form
                 x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+            elif route == "explicit":  # the scale on q: (B h N d) multiplies, not (B h N N)
+                x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1) @ v
             else:
                 x = F.scaled_dot_product_attention(q, k, v)
             x = x.transpose(1, 2).reshape(b, n, c)

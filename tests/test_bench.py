@@ -63,3 +63,37 @@ def test_machine_limits_measure_the_models_gemm():
     notes = "\n".join(common.limit_notes(lim))
     assert "64x32x128" in notes and "spec-sheet" not in notes
     assert common.fraction(lim["bf16"] / 2, lim, "bf16") == 0.5 and common.fraction(1.0, lim, "fp16") is None
+
+
+def test_step_gemms_records_every_gemm_of_the_step():
+    """bench_step_gemms sees every GEMM of a training step, forward and backward: their
+    FLOPs, each counted alone on fresh operands of the recorded shape and strides, add up
+    to the step's (FlopCounterMode on the reference route), in fp32 (SDPA) and in bf16."""
+    from contextlib import nullcontext
+
+    import bench_step_gemms as G
+    for precision in ("fp32", "bf16"):
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        step = bench_train.make_step("fused", "micronbert_tiny", 3, "cpu", amp)
+        rec = G.GemmRecorder()
+        with rec:
+            step()
+        ops = {f.__name__.split(".")[0] for f, _, _ in rec.calls}
+        assert {"mm", "addmm", "bmm"} <= ops, ops
+        total = sum(G.alone(f, specs, "cpu", reps=1)[1] for f, specs, _ in rec.calls)
+        want = bench_train.model_flops("micronbert_tiny", 3, "cpu")
+        assert abs(total / want - 1) < 0.02, (precision, total, want)
+
+
+def test_step_gemms_names_each_operands_layout():
+    import bench_step_gemms as G
+    a, b = torch.randn(5, 7), torch.randn(5, 3)
+    rec = G.GemmRecorder()
+    with rec:
+        a.t() @ b
+        b.t() @ a
+        torch.bmm(torch.randn(2, 4, 6), torch.randn(2, 3, 6).transpose(1, 2))
+    assert [G.layout(s) for _, s, _ in rec.calls] == ["TN", "TN", "NT"]
+    assert G.label(*rec.calls[0][:2]) == "mm [7,5] x [5,3]"
+    sec, flop = G.alone(*rec.calls[2][:2], "cpu", reps=1)
+    assert flop == 2 * 2 * 4 * 6 * 3 and sec > 0

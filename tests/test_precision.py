@@ -128,3 +128,36 @@ def test_short_pretraining_in_bf16_follows_fp32():
     fp32, bf16 = _run("fp32"), _run("bf16")
     assert ((bf16 - fp32).abs() / fp32.abs()).max() < 0.05, (fp32, bf16)
     assert fp32[-3:].mean() < fp32[:3].mean() and bf16[-3:].mean() < bf16[:3].mean()
+
+
+@pytest.mark.parametrize("b,n,dim,heads", [(3, 37, 48, 4), (1, 65, 96, 3)])
+def test_explicit_attention_in_cpu_bf16_within_2x_of_the_authors_form(b, n, dim, heads, seed):
+    """The "explicit" route ("auto" in bf16 training on a CPU: the scale on Q, not on the
+    N x N scores) against the authors' form in bf16, both against fp64: the output and the
+    gradients of the input and of every weight, at odd shapes."""
+    from micronbert.kernels.backend import attention_route
+    from micronbert.model import Attention
+    torch.manual_seed(seed % 1000)
+    ours, plain = Attention(dim, heads, "auto"), Attention(dim, heads, "reference")
+    plain.load_state_dict(ours.state_dict())
+    ref64 = Attention(dim, heads, "reference").double()
+    ref64.load_state_dict(ours.state_dict())
+    x = torch.randn(b, n, dim, generator=torch.Generator().manual_seed(seed))
+    g = torch.randn(b, n, dim, generator=torch.Generator().manual_seed(seed + 1))
+    assert attention_route("auto", torch.zeros(1, dtype=torch.bfloat16, requires_grad=True)) == "explicit"
+
+    def run(module, inp, ctx):
+        inp = inp.clone().requires_grad_(True)
+        with ctx:
+            out = module(inp)
+        out.backward(g.to(out.dtype))
+        grads = [inp.grad] + [p.grad for p in module.parameters()]
+        return [out] + grads
+
+    want = run(ref64, x.double(), torch.autocast("cpu", enabled=False))
+    got = run(ours, x, precision("cpu", "bf16"))
+    base = run(plain, x, precision("cpu", "bf16"))
+    assert got[0].dtype == torch.bfloat16
+    for i, (o, p, w) in enumerate(zip(got, base, want)):
+        assert torch.isfinite(o.float()).all()
+        assert _err(o, w) <= 2 * _err(p, w) + 1e-6, (i, _err(o, w), _err(p, w))
