@@ -53,22 +53,26 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x):  # B N D
+    def forward(self, x, queries=None):  # B N D -> B M D, M = queries or N
+        """``queries``: only the first ``queries`` tokens attend (to all N), so only their
+        rows are computed (the CT alone in a CT-only pass); None: every token."""
         b, n, c = x.shape
+        m = n if queries is None else queries
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
         route = attention_route(self.backend, qkv)
         if route == "xformers":
             q, k, v = qkv.unbind(2)  # B N h d
-            x = xformers_ops().memory_efficient_attention(q, k, v).reshape(b, n, c)
+            x = xformers_ops().memory_efficient_attention(q[:, :m], k, v).reshape(b, m, c)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B h N d
+            q = q[:, :, :m]
             if route == "reference":  # the authors' form
                 x = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
             elif route == "explicit":  # the scale on q: (B h N d) multiplies, not (B h N N)
                 x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1) @ v
             else:
                 x = F.scaled_dot_product_attention(q, k, v)
-            x = x.transpose(1, 2).reshape(b, n, c)
+            x = x.transpose(1, 2).reshape(b, m, c)
         return self.proj(x)
 
 
@@ -91,8 +95,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x, cls_only=False):  # B N D -> B N D, or B 1 D (cls_only: the CT's row alone)
+        x = x[:, :1] + self.attn(self.norm1(x), queries=1) if cls_only else x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
@@ -123,11 +127,13 @@ class Encoder(nn.Module):
                                     for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
 
-    def forward(self, patches):  # B N p*p*C -> B 1+N D
+    def forward(self, patches, cls_only=False):  # B N p*p*C -> B 1+N D, or B 1 D (cls_only)
+        """``cls_only``: only the CT is wanted (the PoI crop, the DINO teacher): the last block
+        computes the CT's row alone, the same CT as a full pass, 1/depth less work."""
         x = self.patch_embed(patches)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        for blk in self.blocks:
-            x = blk(x)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cls_only=cls_only and i == len(self.blocks) - 1)
         return self.norm(x)
 
 
@@ -375,7 +381,7 @@ class MicronBERT(nn.Module):
         Crop(I_{t+d}): DINO (EMA teacher on the full frame) or MSE."""
         if self.config.poi_loss == "dino":
             with torch.no_grad():
-                t = self.teacher.head(self.teacher.backbone(patches_next)[:, 0])
+                t = self.teacher.head(self.teacher.backbone(patches_next, cls_only=True)[:, 0])
             return self.dino_loss_fn(self.dino_head(ct_crop), t)
         return poi_mse_loss(ct_crop, ct_next, self.config.mse_var_weight)
 
@@ -419,17 +425,17 @@ class MicronBERT(nn.Module):
                              f"{getattr(swap_mask, 'dtype', None)} {tuple(getattr(swap_mask, 'shape', ()))}")
         swapped, target, nxt = self.swap_patches(frame_t, frame_next, swap_mask,
                                                  ("frame_t", "frame_next"))
-        views = [swapped, nxt]
         use_crop = self.training and cfg.poi_loss != "none" and cfg.lambda_poi > 0
         if use_crop:
             image_next = unpatchify(nxt, cfg.patch_size, cfg.grid, cfg.in_chans)
-            crop = random_resized_crop(image_next, cfg.crop_scale, generator, rand=crop_rand)
-            views.append(patchify(crop, cfg.patch_size))
-        x, out, diag, scores = self.encode_then_dma(views)  # one encoder pass: (V*B, 1+N, D)
+            crop = patchify(random_resized_crop(image_next, cfg.crop_scale, generator, rand=crop_rand),
+                            cfg.patch_size)
+        x, out, diag, scores = self.encode_then_dma([swapped, nxt])  # one encoder pass: (2B, 1+N, D)
         zero = out.new_zeros(()).float()
         pred = self.decode(out) if cfg.has_decoder else None
         rec = reconstruction_loss(pred, target, cfg.norm_pix_loss) if pred is not None else zero
-        poi = self.poi_loss(nxt, x[b:2 * b, 0], x[2 * b:, 0]) if use_crop else zero
+        # the crop's CT alone: its last block computes only the CT's row
+        poi = self.poi_loss(nxt, x[b:, 0], self.backbone(crop, cls_only=True)[:, 0]) if use_crop else zero
         dgl = self.diag_loss(diag, swap_mask, swapped, nxt) if cfg.lambda_diag > 0 else zero
         loss = rec + cfg.lambda_poi * poi + cfg.lambda_diag * dgl
         return {"loss": loss, "rec_loss": rec, "poi_loss": poi, "diag_loss": dgl, "pred": pred,

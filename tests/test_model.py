@@ -313,3 +313,47 @@ def test_non_square_images():
     out = m(x, x + 0.1)
     assert out["pred"].shape == (2, 48, 192)
     assert m.micro_motion_map(x, x).shape == (2, 48, 64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_cls_only_pass_gives_the_full_pass_ct_and_its_gradients(backend, seed):
+    """Encoder(cls_only=True), which computes only the CT's row in the last block, returns
+    the full pass's CT with the same gradients, at an odd batch and grid."""
+    torch.manual_seed(seed % 1000)
+    model = create_model("micronbert_tiny", backend=backend, img_size=(40, 56))
+    enc, c = model.backbone, model.config
+    p = torch.randn(3, c.num_patches, c.patch_size ** 2 * 3, generator=torch.Generator().manual_seed(seed))
+    w = torch.randn(3, 1, c.embed_dim, generator=torch.Generator().manual_seed(seed + 1))
+    outs = []
+    for cls_only in (False, True):
+        enc.zero_grad(set_to_none=True)
+        x = p.clone().requires_grad_(True)
+        ct = enc(x, cls_only=cls_only)[:, :1]
+        (ct * w).sum().backward()
+        outs.append([ct, x.grad] + [q.grad for q in enc.parameters()])
+    assert enc(p, cls_only=True).shape == (3, 1, c.embed_dim)
+    for full, only in zip(*outs):
+        torch.testing.assert_close(only, full, rtol=1e-4, atol=1e-4)  # SDPA: another kernel for 1 query
+
+
+def test_training_step_with_cls_only_passes_equals_full_passes(monkeypatch, seed):
+    """The PoI crop and the DINO teacher are encoded CT-only: the loss and every gradient of a
+    training step equal those of full encoder passes sliced to the CT."""
+    import micronbert.model as M
+
+    def step(model):
+        model.zero_grad(set_to_none=True)
+        a, b = pair(2, seed=seed)
+        mask = torch.rand(2, model.config.num_patches, generator=torch.Generator().manual_seed(seed)) < 0.5
+        out = model(a, b, swap_mask=mask, generator=torch.Generator().manual_seed(seed))
+        out["loss"].backward()
+        return [out["loss"], out["poi_loss"]] + [p.grad for p in model.parameters() if p.grad is not None]
+
+    fast = step(tiny().train())
+    full_pass = M.Encoder.forward
+    monkeypatch.setattr(M.Encoder, "forward", lambda self, p, cls_only=False: full_pass(self, p)[:, :1]
+                        if cls_only else full_pass(self, p))
+    slow = step(tiny().train())
+    assert fast[1] > 0 and len(fast) == len(slow)
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s, rtol=1e-4, atol=1e-6)
