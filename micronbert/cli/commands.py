@@ -46,6 +46,7 @@ def mark_untrained(args, *names) -> None:
     model had no checkpoint."""
     if getattr(args, "checkpoint", None) or getattr(args, "method", None) == "flow":
         return
+    from ..runs import atomic_output
     for name in names:
         path = os.path.join(args.out, name)
         if not os.path.isfile(path):
@@ -60,7 +61,7 @@ def mark_untrained(args, *names) -> None:
             lines = text.split("\n")
             at = next((i + 1 for i, x in enumerate(lines) if x.startswith("**Does it work?**")), 0)
             text = "\n".join(lines[:at] + [f"**{untrained_note(args)}**", ""] + lines[at:])
-        with open(path, "w") as f:
+        with atomic_output(path) as tmp, open(tmp, "w") as f:  # a kill here leaves the file whole
             f.write(text)
 
 
