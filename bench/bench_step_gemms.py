@@ -22,22 +22,18 @@ for the CPU flash-attention ops it does not count.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count  # noqa: E402
 
-from bench_train import make_step, model_flops  # noqa: E402
-from common import Table, gemm_shape, limit_notes, machine_limits, time_ms  # noqa: E402
-from micronbert import get_config  # noqa: E402
-from micronbert.kernels.backend import resolve_precision  # noqa: E402
+from bench_train import one_step, one_step_args  # noqa: E402
+from common import Table, limit_notes, time_ms  # noqa: E402
 
 aten = torch.ops.aten
 GEMMS = {aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default,
@@ -116,19 +112,10 @@ def sdpa_flop(func, args) -> int:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="micronbert_s8")
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke runs)")
-    args = ap.parse_args(argv)
+    args = one_step_args(__doc__, argv, "fewer repeats (smoke runs)")
     device = "cpu"  # the recorder times calls with perf_counter: on CUDA that is launch time
-    prec = resolve_precision(args.precision, device)
-    amp = torch.autocast(device, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
-    step = make_step("fused", args.model, args.batch, device, amp)
-    lim = machine_limits(device, gemm_shape(get_config(args.model), args.batch), quick=args.quick)
+    prec, step, lim, flops = one_step(args, device)
     ref = lim[prec] * 1e12  # FLOP/s
-    flops = model_flops(args.model, args.batch, device)
     step_s = time_ms(step, device, warmup=2, reps=3 if args.quick else 5) / 1e3
     rec = GemmRecorder()
     with rec:

@@ -12,18 +12,14 @@ measured GEMM rate: the ceiling of the step's frac_gemm if every other op took n
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from contextlib import nullcontext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from bench_train import make_step, model_flops  # noqa: E402
-from common import Table, fraction, gemm_shape, limit_notes, machine_limits  # noqa: E402
-from micronbert import get_config  # noqa: E402
-from micronbert.kernels.backend import resolve_precision  # noqa: E402
+from bench_train import one_step, one_step_args  # noqa: E402
+from common import Table, fraction, limit_notes  # noqa: E402
 
 # op name (without "aten::") -> group; the first group whose names hold the op wins
 GROUPS = {
@@ -50,19 +46,10 @@ def group_of(name: str) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="micronbert_s8")
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
-    ap.add_argument("--quick", action="store_true", help="a short GEMM measurement (smoke runs)")
-    args = ap.parse_args(argv)
+    args = one_step_args(__doc__, argv, "a short GEMM measurement (smoke runs)")
     from torch.profiler import ProfilerActivity, profile
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prec = resolve_precision(args.precision, device)
-    amp = torch.autocast(device, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
-    step = make_step("fused", args.model, args.batch, device, amp)
-    lim = machine_limits(device, gemm_shape(get_config(args.model), args.batch), quick=args.quick)
-    flops = model_flops(args.model, args.batch, device)
+    prec, step, lim, flops = one_step(args, device)
     for _ in range(2):
         step()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])

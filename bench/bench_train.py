@@ -82,6 +82,27 @@ def make_step(route, name, batch, device, amp):
     return step
 
 
+def one_step_args(doc, argv, quick_help):
+    """The flags of the one-step studies (bench_step_profile, bench_step_gemms)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="micronbert_s8")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    return ap.parse_args(argv)
+
+
+def one_step(args, device):
+    """(precision, step, limits, FLOPs): the default (fused) route's training step of
+    ``args.model`` at ``args.batch`` in the resolved precision, the machine's limits measured
+    now, and the step's FLOPs."""
+    prec = resolve_precision(args.precision, device)
+    amp = torch.autocast(device, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
+    step = make_step("fused", args.model, args.batch, device, amp)
+    lim = machine_limits(device, gemm_shape(get_config(args.model), args.batch), quick=args.quick)
+    return prec, step, lim, model_flops(args.model, args.batch, device)
+
+
 def frames(config, batch, device):
     """A uint8 pair as the loader gives it: I_t and I_{t+d} a few grey levels apart."""
     g = torch.Generator().manual_seed(0)
