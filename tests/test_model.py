@@ -181,6 +181,8 @@ def test_match_target_band_is_left_out_of_the_loss():
     moved = diag.clone()
     moved[0, 0, 1] = 1 - moved[0, 0, 1]  # D of the left-out patch does not matter
     assert balanced_diag_loss(diag, want) == balanced_diag_loss(moved, want)
+    # the model's diag loss is that loss, with its config's band (diag_tol, diag_change)
+    assert m.diag_loss(diag, swap, torch.where(swap.unsqueeze(-1), b, a), b) == balanced_diag_loss(diag, want)
 
 
 def test_reconstruction_loss_targets_frame_t_patches():
