@@ -55,7 +55,8 @@ class GemmRecorder(TorchDispatchMode):
             return func(*args, **kwargs)
         t0 = time.perf_counter()
         out = func(*args, **kwargs)
-        self.calls.append((func, [spec(a) for a in args], time.perf_counter() - t0))
+        self.calls.append((func, [spec(a) for a in args], {k: spec(v) for k, v in kwargs.items()},
+                           time.perf_counter() - t0))
         return out
 
 
@@ -69,8 +70,10 @@ def fresh(s, device):
     if not (isinstance(s, tuple) and s and s[0] == "T"):
         return s
     _, shape, stride, dtype = s
-    t = torch.empty_strided(shape, stride, dtype=dtype, device=device)
-    return t.normal_() if dtype.is_floating_point else t.zero_()
+    n = 1 + sum((size - 1) * st for size, st in zip(shape, stride))  # storage, broadcast (stride 0) too
+    base = torch.randn(n, device=device).to(dtype) if dtype.is_floating_point else \
+        torch.zeros(n, dtype=dtype, device=device)
+    return base.as_strided(shape, stride)
 
 
 def layout(specs) -> str:
@@ -85,16 +88,17 @@ def label(func, specs) -> str:
     return name + " " + " x ".join("[" + ",".join(map(str, sh)) + "]" for sh in shapes)
 
 
-def alone(func, specs, device, reps: int):
+def alone(func, specs, device, reps: int, kwspecs=None):
     """(seconds per call, median of ``reps`` after one warm-up; FLOPs per call) on fresh operands."""
     args = [fresh(s, device) for s in specs]
+    kwargs = {k: fresh(v, device) for k, v in (kwspecs or {}).items()}
     with FlopCounterMode(display=False) as fc:
-        func(*args)
+        func(*args, **kwargs)
     flop = fc.get_total_flops() or sdpa_flop(func, args)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        func(*args)
+        func(*args, **kwargs)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -121,24 +125,25 @@ def main(argv=None):
     with rec:
         step()
     groups = {}
-    for func, specs, dt in rec.calls:
-        key = (func, repr(specs))
-        g = groups.setdefault(key, {"func": func, "specs": specs, "calls": 0, "in_step": 0.0})
+    for func, specs, kwspecs, dt in rec.calls:
+        key = (func, repr(specs), repr(kwspecs))
+        g = groups.setdefault(key, {"func": func, "specs": specs, "kw": kwspecs, "calls": 0, "in_step": 0.0})
         g["calls"] += 1
         g["in_step"] += dt
     reps = 3 if args.quick else 7
     rows = []
     for g in groups.values():
-        sec, f = alone(g["func"], g["specs"], device, reps)
+        sec, f = alone(g["func"], g["specs"], device, reps, g["kw"])
         rows.append({"gemm": label(g["func"], g["specs"]), "layout": layout(g["specs"]), "calls": g["calls"],
                      "gflop_per_call": round(f / 1e9, 3), "ms_in_step": round(g["in_step"] * 1e3, 2),
                      "ms_alone": round(sec * g["calls"] * 1e3, 2),
                      "frac_in_step": round(f * g["calls"] / g["in_step"] / ref, 3) if g["in_step"] else None,
-                     "frac_alone": round(f / sec / ref, 3) if sec else None, "_flop": f * g["calls"]})
+                     "frac_alone": round(f / sec / ref, 3) if sec else None,
+                     "_flop": f * g["calls"], "_in_step": g["in_step"], "_alone": sec * g["calls"]})
     rows.sort(key=lambda r: r["ms_in_step"], reverse=True)
     gemm_flop = sum(r["_flop"] for r in rows)
-    in_step = sum(r["ms_in_step"] for r in rows) / 1e3
-    alone_s = sum(r["ms_alone"] for r in rows) / 1e3
+    in_step = sum(r["_in_step"] for r in rows)
+    alone_s = sum(r["_alone"] for r in rows)
     rest = max(step_s - in_step, 0.0)
     table = Table("bench_step_gemms", device, limit_notes(lim) + [
         f"model {args.model}, B={args.batch}, precision {prec}, route fused (the default); "
@@ -152,7 +157,8 @@ def main(argv=None):
         "layout: N = row-major operand, T = transposed (last dimension not contiguous); "
         "frac_*: the GEMM's rate over the reference rate"])
     for r in rows:
-        r.pop("_flop")
+        for k in ("_flop", "_in_step", "_alone"):
+            r.pop(k)
         table.add(r)
     return table.finish(plot=lambda path: bar_plot(path, rows[:16]))
 

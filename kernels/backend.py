@@ -115,7 +115,7 @@ def attention_route(backend: str, t: torch.Tensor) -> str:
     """The path of a transformer block's self-attention on tensor ``t`` (its q, k, v): "xformers"
     (CUDA, "auto" or "triton", where xformers is installed), "reference" (the authors'
     softmax(QK^T * scale)V) for "reference", "explicit" (softmax((Q * scale)K^T)V: the same
-    product with the scale on Q, 1/N of the multiplies) for "auto" on bf16 CPU tensors that
+    product with the scale on Q, d/N of the multiplies) for "auto" on bf16 CPU tensors that
     autograd records (training; SDPA stays faster for inference), else "sdpa"
     (``F.scaled_dot_product_attention``)."""
     if backend in ("auto", "triton") and t.is_cuda and xformers_ops() is not None:

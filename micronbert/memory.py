@@ -17,7 +17,8 @@ T = N + 1 tokens, B the micro-batch (``--batch``; ``--accum`` does not change it
 bytes per activation element (``activation_elem_bytes``: 4 in fp32; under bf16 autocast also
 4 on a CPU, where autocast keeps fp32 copies beside the bf16 ones, so that the guard never
 reads under a measured peak, and 2 on CUDA, an approximation not measured), V = 3 views
-(swapped, later, PoI crop) when the PoI loss is on, else 2. PIXEL_ELEMS, RUNTIME_BYTES and the CPU's bf16 e are calibrated on peak RSS measured
+(swapped, later, PoI crop) when the PoI loss is on, else 2 (the crop's CT-only pass keeps
+one row in its last block; counted in full, so the estimate stays an upper bound). PIXEL_ELEMS, RUNTIME_BYTES and the CPU's bf16 e are calibrated on peak RSS measured
 by ``bench/bench_memory.py`` (its table: bench/results/cpu-x86_64-2cores/memory.md and
 docs/method.md, "Memory of a training step"): the estimate is at or above every measured
 peak there, by at most 11 % in fp32 and 25 % in bf16.

@@ -96,7 +96,10 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x, cls_only=False):  # B N D -> B N D, or B 1 D (cls_only: the CT's row alone)
-        x = x[:, :1] + self.attn(self.norm1(x), queries=1) if cls_only else x + self.attn(self.norm1(x))
+        if cls_only:  # the CT attends to every token; only its row goes on
+            x = x[:, :1] + self.attn(self.norm1(x), queries=1)
+        else:
+            x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
@@ -129,7 +132,8 @@ class Encoder(nn.Module):
 
     def forward(self, patches, cls_only=False):  # B N p*p*C -> B 1+N D, or B 1 D (cls_only)
         """``cls_only``: only the CT is wanted (the PoI crop, the DINO teacher): the last block
-        computes the CT's row alone, the same CT as a full pass, 1/depth less work."""
+        computes the CT's row alone (its attention and MLP for one token; q, k, v still for
+        all): the same CT as a full pass, with less work."""
         x = self.patch_embed(patches)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         for i, blk in enumerate(self.blocks):

@@ -78,9 +78,9 @@ def test_step_gemms_records_every_gemm_of_the_step():
         rec = G.GemmRecorder()
         with rec:
             step()
-        ops = {f.__name__.split(".")[0] for f, _, _ in rec.calls}
+        ops = {f.__name__.split(".")[0] for f, _, _, _ in rec.calls}
         assert {"mm", "addmm", "bmm"} <= ops, ops
-        total = sum(G.alone(f, specs, "cpu", reps=1)[1] for f, specs, _ in rec.calls)
+        total = sum(G.alone(f, specs, "cpu", 1, kw)[1] for f, specs, kw, _ in rec.calls)
         want = bench_train.model_flops("micronbert_tiny", 3, "cpu")
         assert abs(total / want - 1) < 0.02, (precision, total, want)
 
@@ -93,7 +93,13 @@ def test_step_gemms_names_each_operands_layout():
         a.t() @ b
         b.t() @ a
         torch.bmm(torch.randn(2, 4, 6), torch.randn(2, 3, 6).transpose(1, 2))
-    assert [G.layout(s) for _, s, _ in rec.calls] == ["TN", "TN", "NT"]
+    assert [G.layout(s) for _, s, _, _ in rec.calls] == ["TN", "TN", "NT"]
     assert G.label(*rec.calls[0][:2]) == "mm [7,5] x [5,3]"
     sec, flop = G.alone(*rec.calls[2][:2], "cpu", reps=1)
     assert flop == 2 * 2 * 4 * 6 * 3 and sec > 0
+    # a broadcast operand (stride 0) and keyword arguments are rebuilt as recorded
+    with rec:
+        torch.addmm(torch.zeros(3).expand(7, 3), a.t(), b, beta=0.5)
+    f, specs, kw, _ = rec.calls[-1]
+    assert specs[0][2] == (0, 1) and kw == {"beta": 0.5}
+    assert G.alone(f, specs, "cpu", 1, kw)[1] == 2 * 7 * 5 * 3
