@@ -102,8 +102,7 @@ def score(model, d, work: str, seed: int, precision: str, finetune_epochs: int =
     from micronbert.maps import map_diagnostics
     from micronbert.recognition.finetune import finetune
     from micronbert.recognition.probe import evaluate
-    rows = map_diagnostics(model, d.on, d.ap, d.truth, groups=d.groups, precision=precision)
-    m = next(r for r in rows if r["key"] == "model")
+    m, = map_diagnostics(model, d.on, d.ap, d.truth, groups=d.groups, precision=precision, keys=("model",))
     out = {"map_auc": m["roc_auc"], "map_control": m["control_no_motion"],
            **{f"map_auc {g}": v for g, v in m.get("by_group", {}).items()}}
     res = evaluate(model, d.table, os.path.join(work, "loso"), d.classes, baselines=False, seed=seed,
@@ -116,19 +115,21 @@ def score(model, d, work: str, seed: int, precision: str, finetune_epochs: int =
     return out
 
 
+MODEL_FREE = ("pixel_difference", "optical_flow", "location_prior", "pixel_cosine")  # maps.MAP_NAMES keys
+
+
 def baselines(d, work: str, seed: int, precision: str) -> list:
     """Rows of the model-free methods on the same clips and folds: maps and LOSO probe."""
     from micronbert.maps import map_diagnostics
     from micronbert.model import create_model
     from micronbert.recognition.probe import evaluate
     model = create_model("micronbert_tiny")  # only its patch grid is used by the pixel methods
-    rows = map_diagnostics(model, d.on, d.ap, d.truth, prior=d.prior, groups=d.groups, precision=precision)
+    rows = map_diagnostics(model, d.on, d.ap, d.truth, prior=d.prior, groups=d.groups, precision=precision,
+                           keys=MODEL_FREE)
     res = evaluate(model, d.table, os.path.join(work, "loso-baselines"), d.classes,
                    baselines=["pixel_difference", "optical_flow"], seed=seed, precision=precision)
     out = []
-    for r in rows:
-        if r["key"] in ("model", "token_change", "null_key_probe"):
-            continue  # the model's own read-outs are cells of the study
+    for r in rows:  # the model's own read-outs are cells of the study
         loso = res["baselines"].get(r["key"], {})
         out.append({"method": r["map"], "map_auc": r["roc_auc"], "map_control": r["control_no_motion"],
                     **{f"map_auc {g}": v for g, v in r.get("by_group", {}).items()},
@@ -173,6 +174,7 @@ def saved(path: str, key: dict):
 def run_study(budget: str, work: str, seed: int = 0, nuisance: str = "medium", precision: str = "auto",
               only=None) -> list:
     """Runs (or resumes) the study; returns its rows (one per ablation and budget)."""
+    from micronbert.runs import atomic_output
     b = dict(STUDY_BUDGETS[budget])
     if only:
         b["ablations"] = tuple(a for a in b["ablations"] if a in only)
@@ -186,11 +188,11 @@ def run_study(budget: str, work: str, seed: int = 0, nuisance: str = "medium", p
         return [done[(n, s)] for n, s, _ in todo]  # every cell measured: no set to synthesise again
     t0 = time.time()
     d = prepare(os.path.join(work, "set"), b, seed, nuisance)
-    with open(set_path, "w") as f:  # what the cells were scored on
+    with atomic_output(set_path) as tmp, open(tmp, "w") as f:  # what the cells were scored on
         json.dump({"settings": key, "amplitude_groups": {g: int(sel.sum()) for g, sel in d.groups.items()},
                    "held_out_clips": len(d.on), "clips": len(d.table), "split": d.split["text"]}, f, indent=1)
     if not saved(base_path, key):
-        with open(base_path, "w") as f:
+        with atomic_output(base_path) as tmp, open(tmp, "w") as f:  # a kill leaves no half file
             json.dump({"settings": key, "rows": baselines(d, work, seed, precision)}, f, indent=1)
     rows = []
     for i, (name, steps, ft) in enumerate(todo):

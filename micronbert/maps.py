@@ -72,7 +72,7 @@ MAP_NAMES = {"model": "model (DMA map)", "untrained": "untrained model (same see
 
 @torch.no_grad()
 def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, groups=None,
-                    precision: str = "auto"):
+                    precision: str = "auto", keys=None):
     """ROC-AUC against ``truth`` (B, H, W) of the model's micro-motion map of the frames
     ``onset`` -> ``apex`` (uint8, or normalised float; B, 3, H, W) and of the maps beside
     it, all on the patch grid and upsampled alike (``micro_motion_map``), pooled over clips:
@@ -88,13 +88,15 @@ def map_diagnostics(model, onset, apex, truth, untrained=None, prior=None, group
     (position, texture). Returns a list of dicts: key, map, roc_auc, control_no_motion, and
     with ``groups`` ({name: bool (B,) clips}, e.g. ``amplitude_groups``) ``by_group``: the
     ROC-AUC of the map on each group's clips alone. ``precision``: the models' arithmetic
-    (auto | fp32 | bf16, kernels.backend.precision); each frame set is encoded once."""
+    (auto | fp32 | bf16, kernels.backend.precision); each frame set is encoded once.
+    ``keys``: only these maps (MAP_NAMES keys; None: every one there is), so a caller that
+    wants some rows computes no other map (the flow is the costly one)."""
     from .kernels.backend import precision as autocast_of
     with autocast_of(onset.device, precision):
-        return _map_rows(model, onset, apex, truth, untrained, prior, groups)
+        return _map_rows(model, onset, apex, truth, untrained, prior, groups, keys)
 
 
-def _map_rows(model, onset, apex, truth, untrained, prior, groups):
+def _map_rows(model, onset, apex, truth, untrained, prior, groups, keys=None):
     model.eval()
     cfg = model.config
     gh, gw = cfg.grid
@@ -131,7 +133,7 @@ def _map_rows(model, onset, apex, truth, untrained, prior, groups):
     if prior is not None:
         probes["location_prior"] = lambda x, z: per_patch_mean(prior[None], p)
     rows = []
-    for k in (k for k in MAP_NAMES if k in probes):
+    for k in (k for k in MAP_NAMES if k in probes and (keys is None or k in keys)):
         m = probes[k](onset, apex)
         rows.append({"key": k, "map": MAP_NAMES[k], "roc_auc": score(m),
                      "control_no_motion": score(probes[k](apex, apex))})

@@ -322,12 +322,12 @@ class MicronBERT(nn.Module):
         return out, diag, scores
 
     def encode_then_dma(self, patches):
-        """μ-BERT's core path: the patch batches ``patches`` ([I_{t/s}, I_{t+d}, *more views],
-        each (B, N, p*p*C)) through the encoder in one pass, then DMA between the first two.
-        Returns (x (V*B, 1+N, D): every view's CT and tokens, out, diag, poi_scores or None)."""
+        """μ-BERT's core path: the patch batches ``patches`` ([I_{t/s}, I_{t+d}], each
+        (B, N, p*p*C)) through the encoder in one pass, then DMA between them.
+        Returns (x (2B, 1+N, D): both frames' CT and tokens, out, diag, poi_scores or None)."""
         b = patches[0].shape[0]
         x = self.backbone(torch.cat(patches))
-        return (x, *self.dma_between(x[:b], x[b:2 * b]))
+        return (x, *self.dma_between(x[:b], x[b:]))
 
     def dma_between(self, x_a, x_b):
         """DMA between two frames' encoder outputs x_a, x_b (B, 1+N, D) (the earlier or

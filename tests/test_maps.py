@@ -32,6 +32,9 @@ def test_map_diagnostics_on_synthetic_clips(tmp_path):
     assert by["location_prior"]["roc_auc"] == by["location_prior"]["control_no_motion"]  # no pixels
     # even an untrained encoder's tokens carry the motion; the null-key probe reads it out
     assert by["token_change"]["roc_auc"] > 0.9 and by["null_key_probe"]["roc_auc"] > 0.9
+    # keys: only the maps asked for, the same numbers as in the full comparison
+    some = map_diagnostics(model, on, ap, truth, prior=prior, precision="fp32", keys=("model", "location_prior"))
+    assert some == [by["model"], by["location_prior"]]
     summary = map_summary(rows)
     assert set(summary) == set(MAP_NAMES) | {"no_motion_control"}
     assert summary["no_motion_control"] == by["model"]["control_no_motion"]
